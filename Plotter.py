@@ -1,0 +1,272 @@
+"""Plot and tabulate the runs of one or more experiment directories (SPEC.md section 8).
+
+Reads only the run files, through `runlog`, so it needs no TensorFlow and starts fast. For each experiment
+directory it merges all runs and writes `Accuracy_Sparsity.png/.pdf` (test accuracy above the fraction of
+weights pruned or flipped) and `Layer_Remaining.png/.pdf` (the remaining, or unflipped, fraction of each
+masked layer). With several directories it also draws them on shared axes in one comparison figure. A
+summary table goes to the terminal and to `Summary.md` and `Summary.csv` beside the comparison figure.
+
+    python Plotter.py                                  # the default experiment
+    python Plotter.py DIR [DIR ...] [--out PATH] [--show]
+    python Plotter.py --all Outputs                    # every experiment directory under Outputs/
+"""
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+import runlog
+
+DEFAULT_EXPERIMENT = Path("Outputs/FreePruning/LeNet/P1_0.5/mask_relu_he_LR0.001")
+REQUIRED_CONFIG_KEYS = ("traintype", "nettype", "initializer", "p1", "changedMeans")
+MASK_COUNTS = slice(0, 3)  # negative, zero and positive masks: together, the layer's size
+POSITIVE_MASKS = runlog.LAYER_COUNT_NAMES.index("positiveMasks")
+SUMMARY_COLUMNS = ("directory", "configuration", "runs", "epochs", "final test accuracy mean", "std", "min",
+                   "max", "test accuracy at best validation", "fraction changed")
+
+
+def warn(message: str) -> None:
+    print(f"Plotter.py: warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The runs of one experiment directory, merged over the epochs they all share: arrays are [run, epoch]."""
+    directory: Path
+    config: dict  # the first run's; runs of one directory differ only in seed
+    test_accuracy: np.ndarray
+    val_accuracy: np.ndarray
+    fraction_changed: np.ndarray
+    layer_remaining: np.ndarray  # [run, epoch, layer]: positive masks over the layer's size
+    layer_names: list[str]
+
+    @property
+    def run_count(self) -> int:
+        return len(self.test_accuracy)
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return np.arange(self.test_accuracy.shape[1])
+
+    @property
+    def label(self) -> str:
+        """The configuration in a few words, for legends and the summary table."""
+        config = self.config
+        return f"{config['traintype']} {config['nettype']} {config['initializer']} p1={config['p1']}"
+
+
+def run_arrays(directory: Path, run: runlog.Run) -> dict[str, np.ndarray]:
+    """One run's log as float arrays indexed by epoch; RunLogError naming the file if its values are not numbers."""
+    files = runlog.RunFiles(directory, run.run_id)
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in run.config]
+    if missing:
+        raise runlog.RunLogError(f"{files.config}: missing keys {', '.join(missing)}")
+    log = run.log
+    try:
+        counts = np.asarray(log["remainingWeightsPerLayer"], dtype=float)
+        if counts.ndim != 3 or counts.shape[2] != len(runlog.LAYER_COUNT_NAMES):
+            raise ValueError("'remainingWeightsPerLayer' should hold six counts per layer per epoch")
+        return {
+            "test_accuracy": np.asarray(log["testAccuracy"], dtype=float),
+            "val_accuracy": np.asarray(log["valAccuracy"], dtype=float),
+            "fraction_changed": np.asarray(log["changedWeights"], dtype=float) / float(log["totalWeights"]),
+            "layer_remaining": counts[:, :, POSITIVE_MASKS] / counts[:, :, MASK_COUNTS].sum(axis=2),
+        }
+    except (TypeError, ValueError) as error:
+        raise runlog.RunLogError(f"{files.log_json}: malformed values ({error})") from None
+
+
+def load_experiment(directory: Path) -> Experiment:
+    """Read and merge every run of `directory`, keeping the epochs all runs share (with a warning if some lack)."""
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: not a directory")
+    runs = runlog.read_runs(directory)
+    if not runs:
+        raise ValueError(f"{directory}: no runs (no Config_ID<id>.json with its TrainLogs_ID<id>.json)")
+    arrays = [run_arrays(directory, run) for run in runs]
+    if len({run_data["layer_remaining"].shape[1] for run_data in arrays}) > 1:
+        raise ValueError(f"{directory}: runs have different numbers of masked layers")
+    lengths = [len(run_data["test_accuracy"]) for run_data in arrays]
+    shared = min(lengths)
+    if shared < max(lengths):
+        shorter = ", ".join(f"{run.run_id} has {length}" for run, length in zip(runs, lengths) if length < max(lengths))
+        warn(f"{directory}: runs differ in length ({shorter} of {max(lengths)} epochs); "
+             f"merged over the {shared} epochs they share")
+    differing = [key for key in ("dataset", "trainsize", "batchsize") if len({str(run.config.get(key)) for run in runs}) > 1]
+    if differing:
+        warn(f"{directory}: runs differ in {', '.join(differing)}; merged anyway")
+    merged = {key: np.stack([run_data[key][:shared] for run_data in arrays]) for key in arrays[0]}
+    layers = merged["layer_remaining"].shape[2]
+    names = runs[0].log.get("layerNames") or [f"layer {index + 1}" for index in range(layers)]
+    return Experiment(directory, runs[0].config, layer_names=list(names), **merged)
+
+
+def experiment_directories(root: Path) -> list[Path]:
+    """Every directory under `root` that holds at least one run log, in sorted order."""
+    found = sorted({path.parent for path in root.rglob("TrainLogs_ID*.json")})
+    if not found:
+        raise ValueError(f"{root}: no experiment directories (no TrainLogs_ID*.json) found")
+    return found
+
+
+def legend_labels(experiments: list[Experiment]) -> list[str]:
+    """Each experiment's configuration label, with its directory name added where two labels would coincide."""
+    labels = [experiment.label for experiment in experiments]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label}, {experiment.directory.name}" for label, experiment in zip(labels, experiments)]
+    return labels
+
+
+def changed_word(experiments: list[Experiment]) -> str:
+    """What "changed" means on the lower axis: pruned, flipped, or both when pruning and flipping are compared."""
+    kinds = sorted({experiment.config["changedMeans"] for experiment in experiments} - {"none"})
+    if len(kinds) == 1:
+        return kinds[0]
+    if kinds:
+        return f"changed ({' or '.join(kinds)})"
+    return "changed"
+
+
+def mean_min_max(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch, the mean, minimum and maximum over runs (axis 0)."""
+    return values.mean(axis=0), values.min(axis=0), values.max(axis=0)
+
+
+def accuracy_at_best_validation(experiment: Experiment) -> np.ndarray:
+    """Per run, the test accuracy at the first epoch (from 1 on) of highest validation accuracy: early stopping."""
+    first = 1 if len(experiment.epochs) > 1 else 0
+    best = first + np.argmax(experiment.val_accuracy[:, first:], axis=1)
+    return experiment.test_accuracy[np.arange(experiment.run_count), best]
+
+
+def draw_band(axes: plt.Axes, epochs: np.ndarray, values: np.ndarray, label: str | None = None) -> None:
+    """The mean over runs as a line, the range from minimum to maximum over runs as a shaded band around it."""
+    mean, low, high = mean_min_max(values)
+    (line,) = axes.plot(epochs, mean, label=label, marker="." if len(epochs) < 30 else None)
+    axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def finish_axes(axes: plt.Axes, ylabel: str) -> None:
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def accuracy_figure(experiments: list[Experiment], labels: list[str], title: str) -> Figure:
+    """Test accuracy per epoch above the fraction of weights changed per epoch, one line and band per experiment."""
+    figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 7), height_ratios=(3, 2))
+    for experiment, label in zip(experiments, labels):
+        draw_band(top, experiment.epochs, experiment.test_accuracy, f"{label} ({experiment.run_count} runs)")
+        draw_band(bottom, experiment.epochs, experiment.fraction_changed)
+    finish_axes(top, "test accuracy")
+    finish_axes(bottom, f"fraction of weights {changed_word(experiments)}")
+    bottom.set_xlabel("epoch (0 = the untrained network)")
+    top.set_title(f"{title}\nlines: mean over runs; bands: minimum to maximum over runs", fontsize=10)
+    top.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def layer_figure(experiment: Experiment, label: str) -> Figure:
+    """The remaining (pruning) or unflipped (flipping) fraction of each masked layer per epoch."""
+    figure, axes = plt.subplots(figsize=(8, 5))
+    for layer, name in enumerate(experiment.layer_names):
+        draw_band(axes, experiment.epochs, experiment.layer_remaining[:, :, layer], name)
+    kept = "signs unflipped" if experiment.config["changedMeans"] == "flipped" else "weights remaining"
+    finish_axes(axes, f"fraction of {kept} (positive masks)")
+    axes.set_xlabel("epoch (0 = the untrained network)")
+    axes.set_title(f"{label}: {experiment.run_count} runs\nlines: mean over runs; bands: minimum to maximum",
+                   fontsize=10)
+    axes.legend(title="masked layer", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def save(figure: Figure, stem: Path, show: bool) -> None:
+    """Write `stem`.png and `stem`.pdf; close the figure unless it is to be shown in a window."""
+    for suffix in (".png", ".pdf"):
+        figure.savefig(stem.parent / f"{stem.name}{suffix}", dpi=150)
+    if not show:
+        plt.close(figure)
+
+
+def summary_row(experiment: Experiment, label: str) -> dict:
+    """One line of the summary table: accuracies are fractions, statistics are over runs (std with ddof=0)."""
+    final = experiment.test_accuracy[:, -1]
+    values = (str(experiment.directory), label, experiment.run_count, len(experiment.epochs) - 1,
+              final.mean(), final.std(), final.min(), final.max(), accuracy_at_best_validation(experiment).mean(),
+              experiment.fraction_changed[:, -1].mean())
+    return {column: float(value) if isinstance(value, np.floating) else value
+            for column, value in zip(SUMMARY_COLUMNS, values)}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The summary as a Markdown table, floats to four decimals."""
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + " --- |" * len(SUMMARY_COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[column]) for column in SUMMARY_COLUMNS) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(rows: list[dict], directory: Path) -> None:
+    """Print the summary table and write it as `Summary.md` and `Summary.csv` (full precision) in `directory`."""
+    table = markdown_table(rows)
+    print(table)
+    (directory / "Summary.md").write_text(table)
+    with open(directory / "Summary.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=SUMMARY_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> None:
+    """Read every directory first (so bad input stops before anything is written), then draw and tabulate."""
+    experiments = [load_experiment(directory) for directory in directories]
+    labels = legend_labels(experiments)
+    for experiment, label in zip(experiments, labels):
+        title = "/".join(experiment.directory.resolve().parts[-4:])
+        save(accuracy_figure([experiment], [label], title), experiment.directory / "Accuracy_Sparsity", show)
+        save(layer_figure(experiment, label), experiment.directory / "Layer_Remaining", show)
+    comparison.parent.mkdir(parents=True, exist_ok=True)
+    if len(experiments) > 1:
+        save(accuracy_figure(experiments, labels, f"Comparison of {len(experiments)} experiments"), comparison, show)
+    write_summary([summary_row(experiment, label) for experiment, label in zip(experiments, labels)],
+                  comparison.parent)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directories", nargs="*", type=Path, metavar="DIR",
+                        help=f"experiment directories (default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--all", type=Path, metavar="ROOT", help="also every experiment directory under ROOT")
+    parser.add_argument("--out", type=Path, metavar="PATH",
+                        help="comparison figure, written as PATH.png and PATH.pdf, with Summary.md and Summary.csv "
+                             "beside it (default: ROOT/Comparison with --all, else Outputs/Comparison)")
+    parser.add_argument("--show", action="store_true", help="also open the figures in windows")
+    args = parser.parse_args(argv)
+    if not args.show:
+        matplotlib.use("Agg")
+    comparison = args.out or Path(args.all or "Outputs") / "Comparison"
+    if comparison.suffix in (".png", ".pdf"):
+        comparison = comparison.with_suffix("")
+    try:
+        directories = args.directories + (experiment_directories(args.all) if args.all else [])
+        plot_experiments(directories or [DEFAULT_EXPERIMENT], comparison, args.show)
+    except (ValueError, OSError) as error:
+        print(f"Plotter.py: error: {error}", file=sys.stderr)
+        return 2
+    if args.show:
+        plt.show()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

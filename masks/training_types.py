@@ -1,0 +1,53 @@
+"""Training types (SPEC.md section 2): what is trained, which mask, and the Min* loss term."""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainingType:
+    """One row of SPEC.md's training-type table.
+
+    `mask_types` lists the mask types that make sense, the default first. Baseline trains the weights
+    and has no mask; it accepts only `mask` so the original directory layout still holds, and builds
+    layers without scores.
+    """
+    name: str
+    trains_weights: bool
+    mask_types: tuple[str, ...]
+    rewards_unchanged: bool
+    changed_means: str  # what a "changed" weight is: "pruned", "flipped" or "none"
+
+    def resolve_mask_type(self, mask_type: str | None) -> str:
+        """The mask type to use: the default when None; a ValueError when it makes no sense here."""
+        if mask_type is None:
+            return self.mask_types[0]
+        if mask_type not in self.mask_types:
+            raise ValueError(f"--masktype {mask_type} does not fit --traintype {self.name}; "
+                             f"use {' or '.join(self.mask_types)}")
+        return mask_type
+
+    def layer_mask_type(self, mask_type: str) -> str | None:
+        """The mask type the layers are built with (None: plain trainable weights)."""
+        return None if self.trains_weights else mask_type
+
+
+TRAINING_TYPES: dict[str, TrainingType] = {
+    "Baseline": TrainingType("Baseline", True, ("mask",), False, "none"),
+    "FreePruning": TrainingType("FreePruning", False, ("mask", "mask_rs"), False, "pruned"),
+    "MinPruning": TrainingType("MinPruning", False, ("mask", "mask_rs"), True, "pruned"),
+    "SignFlipping": TrainingType("SignFlipping", False, ("flip",), False, "flipped"),
+    "MinFlipping": TrainingType("MinFlipping", False, ("flip",), True, "flipped"),
+}
+ALIASES: dict[str, str] = {"FreeFlipping": "SignFlipping"}
+
+
+def get(name: str) -> TrainingType:
+    """The training type named `name` (aliases accepted); a ValueError lists the valid names."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in TRAINING_TYPES:
+        raise ValueError(f"unknown training type {name!r}; choose one of {', '.join(names())}")
+    return TRAINING_TYPES[canonical]
+
+
+def names() -> list[str]:
+    """Every accepted name, aliases included (argparse choices)."""
+    return list(TRAINING_TYPES) + list(ALIASES)

@@ -1,0 +1,193 @@
+"""Plotter.py on small synthetic run files written through runlog (no training needed)."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import Plotter
+import runlog
+
+PLOTTER = Path(Plotter.__file__)
+LAYER_SIZES = (20, 10)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PDF_MAGIC = b"%PDF-"
+
+
+def write_run(directory: Path, run_id: str, test_accuracy: list[float], val_accuracy: list[float] | None = None,
+              traintype: str = "FreePruning", changed_means: str = "pruned", p1: float = 0.5) -> runlog.RunFiles:
+    """A run whose layers keep a fraction 1 - epoch/20 of their connections; changed = pruned connections."""
+    epochs = len(test_accuracy)
+    kept = [1 - epoch / 20 for epoch in range(epochs)]
+    per_layer = [[[0, size - round(size * fraction), round(size * fraction), 0, 0, 0] for size in LAYER_SIZES]
+                 for fraction in kept]
+    remaining = [sum(layer[2] for layer in layers) for layers in per_layer]
+    total = sum(LAYER_SIZES)
+    log = {"trainLoss": [1.0] * epochs, "valLoss": [1.0] * epochs, "testLoss": [1.0] * epochs,
+           "trainAccuracy": test_accuracy, "valAccuracy": val_accuracy or test_accuracy,
+           "testAccuracy": test_accuracy, "remainingWeights": remaining,
+           "changedWeights": [total - count for count in remaining], "epochSeconds": [0.0] + [1.0] * (epochs - 1),
+           "totalWeights": total, "remainingWeightsPerLayer": per_layer, "layerNames": ["dense_1", "dense_2"],
+           "status": "finished"}
+    config = {"nettype": "LeNet", "traintype": traintype, "initializer": "he", "activation": "relu",
+              "masktype": "mask", "p1": p1, "lr": 0.001, "dataset": "mnist", "batchsize": 25, "trainsize": 100,
+              "runId": run_id, "changedMeans": changed_means}
+    files = runlog.RunFiles(directory, run_id)
+    runlog.write_json(files.config, config)
+    runlog.write_log(files, log)
+    return files
+
+
+def three_runs(directory: Path) -> Path:
+    write_run(directory, "aaaaaaa", [0.1, 0.5, 0.7, 0.8], val_accuracy=[0.1, 0.6, 0.5, 0.55])
+    write_run(directory, "bbbbbbb", [0.1, 0.6, 0.8, 0.9])
+    write_run(directory, "ccccccc", [0.1, 0.4, 0.6, 0.7], val_accuracy=[0.1, 0.4, 0.6, 0.6])
+    return directory
+
+
+def read_summary(directory: Path) -> list[dict]:
+    with open(directory / "Summary.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_runs_are_merged_into_mean_min_and_max_per_epoch(tmp_path):
+    experiment = Plotter.load_experiment(three_runs(tmp_path))
+    mean, low, high = Plotter.mean_min_max(experiment.test_accuracy)
+    assert experiment.run_count == 3
+    np.testing.assert_allclose(mean, [0.1, 0.5, 0.7, 0.8])
+    np.testing.assert_allclose(low, [0.1, 0.4, 0.6, 0.7])
+    np.testing.assert_allclose(high, [0.1, 0.6, 0.8, 0.9])
+
+
+def test_fractions_changed_and_per_layer_remaining_come_from_the_counts(tmp_path):
+    experiment = Plotter.load_experiment(three_runs(tmp_path))
+    assert experiment.layer_names == ["dense_1", "dense_2"]
+    np.testing.assert_allclose(experiment.layer_remaining[0, :, 0], [1.0, 0.95, 0.9, 0.85])
+    np.testing.assert_allclose(experiment.layer_remaining[0, :, 1], [1.0, 1.0, 0.9, 0.9])  # 10 * 0.95 rounds to 10
+    np.testing.assert_allclose(experiment.fraction_changed[0], [0, 1 / 30, 3 / 30, 4 / 30])
+
+
+def test_runs_of_different_length_are_merged_over_shared_epochs(tmp_path, capsys):
+    write_run(tmp_path, "aaaaaaa", [0.1, 0.5, 0.7, 0.8])
+    write_run(tmp_path, "bbbbbbb", [0.1, 0.7])
+    experiment = Plotter.load_experiment(tmp_path)
+    np.testing.assert_allclose(experiment.test_accuracy, [[0.1, 0.5], [0.1, 0.7]])
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "warning" in warning and "bbbbbbb has 2 of 4 epochs" in warning
+
+
+def test_summary_gives_final_accuracy_statistics_accuracy_at_best_validation_and_fraction_changed(tmp_path, capsys):
+    three_runs(tmp_path / "experiment")
+    assert Plotter.main([str(tmp_path / "experiment"), "--out", str(tmp_path / "report" / "Comparison")]) == 0
+    [row] = read_summary(tmp_path / "report")
+    final = np.array([0.8, 0.9, 0.7])
+    assert row["configuration"] == "FreePruning LeNet he p1=0.5"
+    assert (row["runs"], row["epochs"]) == ("3", "3")
+    np.testing.assert_allclose([float(row[key]) for key in ("final test accuracy mean", "std", "min", "max")],
+                               [final.mean(), final.std(), 0.7, 0.9])
+    # best validation epochs: 1 (first of the maxima 0.6), 3, and 2 (first of two 0.6s)
+    np.testing.assert_allclose(float(row["test accuracy at best validation"]), np.mean([0.5, 0.9, 0.6]))
+    np.testing.assert_allclose(float(row["fraction changed"]), 4 / 30)
+    markdown = (tmp_path / "report" / "Summary.md").read_text()
+    assert "| FreePruning LeNet he p1=0.5 | 3 | 3 | 0.8000 |" in markdown
+    assert markdown in capsys.readouterr().out
+
+
+def test_figures_are_written_as_png_and_pdf_with_a_comparison_for_two_directories(tmp_path):
+    first = three_runs(tmp_path / "FreePruning")
+    second = tmp_path / "SignFlipping"
+    write_run(second, "ddddddd", [0.1, 0.3, 0.5, 0.6], traintype="SignFlipping", changed_means="flipped")
+    assert Plotter.main([str(first), str(second), "--out", str(tmp_path / "Comparison.png")]) == 0
+    for stem in (first / "Accuracy_Sparsity", first / "Layer_Remaining", second / "Accuracy_Sparsity",
+                 second / "Layer_Remaining", tmp_path / "Comparison"):
+        assert stem.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
+        assert stem.with_suffix(".pdf").read_bytes().startswith(PDF_MAGIC)
+    assert [row["configuration"] for row in read_summary(tmp_path)] == ["FreePruning LeNet he p1=0.5",
+                                                                         "SignFlipping LeNet he p1=0.5"]
+
+
+def test_no_argument_plots_the_default_experiment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    three_runs(Plotter.DEFAULT_EXPERIMENT)
+    assert Plotter.main([]) == 0
+    assert (Plotter.DEFAULT_EXPERIMENT / "Accuracy_Sparsity.png").is_file()
+    assert len(read_summary(Path("Outputs"))) == 1
+
+
+def test_all_plots_every_experiment_directory_under_the_root(tmp_path):
+    directories = [tmp_path / "FreePruning" / "LeNet", tmp_path / "MinPruning" / "LeNet"]
+    for directory in directories:
+        write_run(directory, "aaaaaaa", [0.1, 0.5], traintype=directory.parent.name)
+    (tmp_path / "empty").mkdir()
+    assert Plotter.main(["--all", str(tmp_path)]) == 0
+    assert [row["directory"] for row in read_summary(tmp_path)] == [str(path) for path in directories]
+    assert (tmp_path / "Comparison.pdf").is_file()
+
+
+def test_coinciding_labels_are_told_apart_by_directory_name(tmp_path):
+    write_run(tmp_path / "mask_relu_he_LR0.001", "aaaaaaa", [0.1, 0.5])
+    write_run(tmp_path / "mask_relu_he_LR0.01", "bbbbbbb", [0.1, 0.6])
+    experiments = [Plotter.load_experiment(tmp_path / name) for name in ("mask_relu_he_LR0.001", "mask_relu_he_LR0.01")]
+    assert Plotter.legend_labels(experiments) == ["FreePruning LeNet he p1=0.5, mask_relu_he_LR0.001",
+                                                  "FreePruning LeNet he p1=0.5, mask_relu_he_LR0.01"]
+
+
+@pytest.mark.parametrize("means, word", [(["pruned"], "pruned"), (["flipped", "none"], "flipped"),
+                                         (["pruned", "flipped"], "changed (flipped or pruned)"), (["none"], "changed")])
+def test_lower_axis_says_pruned_flipped_or_changed(means, word):
+    experiments = [Plotter.Experiment(Path("."), {"changedMeans": kind}, *[np.zeros((1, 1))] * 4, [])
+                   for kind in means]
+    assert Plotter.changed_word(experiments) == word
+
+
+def run_plotter(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PLOTTER), *arguments], capture_output=True, text=True, timeout=60)
+
+
+def break_log(directory: Path, damage) -> Path:
+    """Write one good run, damage its log file with `damage(text) -> text`, and return the log's path."""
+    files = write_run(directory, "aaaaaaa", [0.1, 0.5, 0.7])
+    files.log_json.write_text(damage(files.log_json.read_text()))
+    return files.log_json
+
+
+@pytest.mark.parametrize("case", ["no runs", "corrupt JSON", "truncated JSON", "missing keys"])
+def test_bad_input_gives_a_one_line_error_naming_the_file(tmp_path, case):
+    if case == "no runs":
+        named = tmp_path
+    else:
+        damage = {"corrupt JSON": lambda text: text.replace(":", "=", 1),
+                  "truncated JSON": lambda text: text[: len(text) // 2],
+                  "missing keys": lambda text: text.replace('"testLoss"', '"renamedKey"')}[case]
+        named = break_log(tmp_path, damage)
+    result = run_plotter(str(tmp_path), "--out", str(tmp_path / "Comparison"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Plotter.py: error: ")
+    assert str(named) in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "Summary.md").exists()
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda text: text.replace('"testAccuracy": [', '"testAccuracy": ["high", ', 1), "TrainLogs_IDaaaaaaa.json"),
+    (lambda text: text.replace('"totalWeights": 30', '"totalWeights": [30]'), "TrainLogs_IDaaaaaaa.json"),
+])
+def test_malformed_values_give_a_one_line_error_naming_the_file(tmp_path, capsys, damage, named):
+    files = write_run(tmp_path, "aaaaaaa", [0.1, 0.5, 0.7])
+    files.log_json.write_text(damage(files.log_json.read_text()))
+    assert Plotter.main([str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and named in error
+
+
+def test_a_configuration_without_its_keys_gives_an_error_naming_it(tmp_path, capsys):
+    files = write_run(tmp_path, "aaaaaaa", [0.1, 0.5])
+    files.config.write_text('{"nettype": "LeNet"}')
+    assert Plotter.main([str(tmp_path)]) == 2
+    assert f"{files.config}: missing keys traintype, initializer, p1, changedMeans" in capsys.readouterr().err
+
+
+def test_plotter_starts_without_tensorflow():
+    code = "import sys, Plotter; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=PLOTTER.parent, timeout=60).returncode == 0

@@ -1,0 +1,1 @@
+"""Training one run: compiled steps, mask statistics, checkpoints, and the epoch loop."""

@@ -1,0 +1,53 @@
+"""What a run records about its masks (SPEC.md section 7), computed from the layers' current values."""
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from masks import masked_layers
+
+
+def current_masks(model: keras.Model) -> dict[str, np.ndarray]:
+    """m(S) of every masked layer, keyed by layer name; all ones for an unmasked (Baseline) layer."""
+    masks = {}
+    for layer in masked_layers(model):
+        mask = layer.mask
+        masks[layer.name] = (np.ones(layer.kernel.shape, np.float32) if mask is None
+                             else keras.ops.convert_to_numpy(mask))
+    return masks
+
+
+def kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """W of every masked layer, keyed by layer name."""
+    return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in masked_layers(model)}
+
+
+def _sign_counts(values: np.ndarray) -> list[int]:
+    return [int(np.count_nonzero(values < 0)), int(np.count_nonzero(values == 0)),
+            int(np.count_nonzero(values > 0))]
+
+
+@dataclass(frozen=True)
+class MaskStatistics:
+    """The mask figures of one epoch."""
+    remaining_weights: int
+    changed_weights: int
+    total_weights: int
+    per_layer: list[list[int]]  # per layer: negative/zero/positive masks, negative/zero/positive weights
+
+
+def mask_statistics(model: keras.Model, initial_mask_signs: dict[str, np.ndarray]) -> MaskStatistics:
+    """Counts of the effective weights W * m(S), and of connections whose mask sign differs from epoch 0.
+
+    A connection is "changed" when sign(m) differs from its epoch-0 value: pruned (1 -> 0) for the pruning
+    types, flipped (+1 -> -1) for the flipping types. Baseline has no mask, so nothing is changed.
+    """
+    masks, weights = current_masks(model), kernels(model)
+    per_layer, remaining, changed = [], 0, 0
+    for name, mask in masks.items():
+        effective = weights[name] * mask
+        per_layer.append(_sign_counts(mask) + _sign_counts(effective))
+        remaining += int(np.count_nonzero(effective))
+        changed += int(np.count_nonzero(np.sign(mask) != initial_mask_signs[name]))
+    total = sum(mask.size for mask in masks.values())
+    return MaskStatistics(remaining, changed, total, per_layer)
