@@ -19,6 +19,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -28,11 +29,14 @@ DEFAULT_EXPERIMENT = Path("Outputs/FreePruning/LeNet/P1_0.5/mask_relu_he_LR0.001
 REQUIRED_CONFIG_KEYS = ("traintype", "nettype", "initializer", "p1", "changedMeans")
 MASK_COUNTS = slice(0, 3)  # negative, zero and positive masks: together, the layer's size
 POSITIVE_MASKS = runlog.LAYER_COUNT_NAMES.index("positiveMasks")
+BAND_NOTE = "lines: mean over runs; bands: minimum to maximum over runs"
+MERGE_CHECKED_KEYS = ("dataset", "trainsize", "batchsize")  # runs that differ in these are merged with a warning
 SUMMARY_COLUMNS = ("directory", "configuration", "runs", "epochs", "final test accuracy mean", "std", "min",
                    "max", "test accuracy at best validation", "fraction changed")
 
 
 def warn(message: str) -> None:
+    """A one-line warning on stderr; plotting goes on."""
     print(f"Plotter.py: warning: {message}", file=sys.stderr)
 
 
@@ -52,6 +56,10 @@ class Experiment:
         return len(self.test_accuracy)
 
     @property
+    def runs_text(self) -> str:
+        return f"{self.run_count} run" if self.run_count == 1 else f"{self.run_count} runs"
+
+    @property
     def epochs(self) -> np.ndarray:
         return np.arange(self.test_accuracy.shape[1])
 
@@ -63,8 +71,8 @@ class Experiment:
 
 
 def run_arrays(directory: Path, run: runlog.Run) -> dict[str, np.ndarray]:
-    """One run's log as float arrays indexed by epoch; RunLogError naming the file if its values are not numbers."""
-    files = runlog.RunFiles(directory, run.run_id)
+    """One run's log as float arrays indexed by epoch; RunLogError naming the file that lacks a key or a number."""
+    files = run.files
     missing = [key for key in REQUIRED_CONFIG_KEYS if key not in run.config]
     if missing:
         raise runlog.RunLogError(f"{files.config}: missing keys {', '.join(missing)}")
@@ -83,8 +91,20 @@ def run_arrays(directory: Path, run: runlog.Run) -> dict[str, np.ndarray]:
         raise runlog.RunLogError(f"{files.log_json}: malformed values ({error})") from None
 
 
+def shared_epoch_count(directory: Path, runs: list[runlog.Run]) -> int:
+    """How many epochs every run has recorded, with a warning naming the shorter (interrupted or running) runs."""
+    lengths = [len(run.log["testAccuracy"]) for run in runs]
+    shared, longest = min(lengths), max(lengths)
+    if shared < longest:
+        shorter = ", ".join(f"{run.run_id} ends at epoch {length - 1}"
+                            for run, length in zip(runs, lengths) if length < longest)
+        warn(f"{directory}: runs differ in length ({shorter}, the longest at epoch {longest - 1}); "
+             f"merged over epochs 0 to {shared - 1}")
+    return shared
+
+
 def load_experiment(directory: Path) -> Experiment:
-    """Read and merge every run of `directory`, keeping the epochs all runs share (with a warning if some lack)."""
+    """Read every run of `directory` and stack them over the epochs they share."""
     if not directory.is_dir():
         raise ValueError(f"{directory}: not a directory")
     runs = runlog.read_runs(directory)
@@ -93,15 +113,10 @@ def load_experiment(directory: Path) -> Experiment:
     arrays = [run_arrays(directory, run) for run in runs]
     if len({run_data["layer_remaining"].shape[1] for run_data in arrays}) > 1:
         raise ValueError(f"{directory}: runs have different numbers of masked layers")
-    lengths = [len(run_data["test_accuracy"]) for run_data in arrays]
-    shared = min(lengths)
-    if shared < max(lengths):
-        shorter = ", ".join(f"{run.run_id} has {length}" for run, length in zip(runs, lengths) if length < max(lengths))
-        warn(f"{directory}: runs differ in length ({shorter} of {max(lengths)} epochs); "
-             f"merged over the {shared} epochs they share")
-    differing = [key for key in ("dataset", "trainsize", "batchsize") if len({str(run.config.get(key)) for run in runs}) > 1]
+    differing = [key for key in MERGE_CHECKED_KEYS if len({str(run.config.get(key)) for run in runs}) > 1]
     if differing:
         warn(f"{directory}: runs differ in {', '.join(differing)}; merged anyway")
+    shared = shared_epoch_count(directory, runs)
     merged = {key: np.stack([run_data[key][:shared] for run_data in arrays]) for key in arrays[0]}
     layers = merged["layer_remaining"].shape[2]
     names = runs[0].log.get("layerNames") or [f"layer {index + 1}" for index in range(layers)]
@@ -126,7 +141,8 @@ def legend_labels(experiments: list[Experiment]) -> list[str]:
 
 def changed_word(experiments: list[Experiment]) -> str:
     """What "changed" means on the lower axis: pruned, flipped, or both when pruning and flipping are compared."""
-    kinds = sorted({experiment.config["changedMeans"] for experiment in experiments} - {"none"})
+    present = {experiment.config["changedMeans"] for experiment in experiments}
+    kinds = [kind for kind in ("pruned", "flipped") if kind in present]
     if len(kinds) == 1:
         return kinds[0]
     if kinds:
@@ -139,21 +155,27 @@ def mean_min_max(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
+def trained_epochs(experiment: Experiment) -> slice:
+    """Epochs 1 on, leaving out the untrained network (at chance level), unless only epoch 0 was recorded."""
+    return slice(1 if len(experiment.epochs) > 1 else 0, None)
+
+
 def accuracy_at_best_validation(experiment: Experiment) -> np.ndarray:
-    """Per run, the test accuracy at the first epoch (from 1 on) of highest validation accuracy: early stopping."""
-    first = 1 if len(experiment.epochs) > 1 else 0
-    best = first + np.argmax(experiment.val_accuracy[:, first:], axis=1)
+    """Per run, the test accuracy at the first trained epoch of highest validation accuracy: early stopping."""
+    trained = trained_epochs(experiment)
+    best = trained.start + np.argmax(experiment.val_accuracy[:, trained], axis=1)
     return experiment.test_accuracy[np.arange(experiment.run_count), best]
 
 
-def draw_band(axes: plt.Axes, epochs: np.ndarray, values: np.ndarray, label: str | None = None) -> None:
+def draw_band(axes: Axes, epochs: np.ndarray, values: np.ndarray, label: str | None = None) -> None:
     """The mean over runs as a line, the range from minimum to maximum over runs as a shaded band around it."""
     mean, low, high = mean_min_max(values)
     (line,) = axes.plot(epochs, mean, label=label, marker="." if len(epochs) < 30 else None)
-    axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.25, linewidth=0)
 
 
-def finish_axes(axes: plt.Axes, ylabel: str) -> None:
+def finish_axes(axes: Axes, ylabel: str) -> None:
+    """The y label, a light grid and whole-number epoch ticks that every panel shares."""
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -163,12 +185,14 @@ def accuracy_figure(experiments: list[Experiment], labels: list[str], title: str
     """Test accuracy per epoch above the fraction of weights changed per epoch, one line and band per experiment."""
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 7), height_ratios=(3, 2))
     for experiment, label in zip(experiments, labels):
-        draw_band(top, experiment.epochs, experiment.test_accuracy, f"{label} ({experiment.run_count} runs)")
+        trained = trained_epochs(experiment)  # the untrained network's accuracy would squash the axis
+        draw_band(top, experiment.epochs[trained], experiment.test_accuracy[:, trained],
+                  f"{label} ({experiment.runs_text})")
         draw_band(bottom, experiment.epochs, experiment.fraction_changed)
-    finish_axes(top, "test accuracy")
-    finish_axes(bottom, f"fraction of weights {changed_word(experiments)}")
+    finish_axes(top, "test accuracy (from epoch 1)")
+    finish_axes(bottom, f"fraction of weights\n{changed_word(experiments)}")
     bottom.set_xlabel("epoch (0 = the untrained network)")
-    top.set_title(f"{title}\nlines: mean over runs; bands: minimum to maximum over runs", fontsize=10)
+    top.set_title(f"{title}\n{BAND_NOTE}", fontsize=10)
     top.legend(fontsize=8)
     figure.tight_layout()
     return figure
@@ -182,8 +206,7 @@ def layer_figure(experiment: Experiment, label: str) -> Figure:
     kept = "signs unflipped" if experiment.config["changedMeans"] == "flipped" else "weights remaining"
     finish_axes(axes, f"fraction of {kept} (positive masks)")
     axes.set_xlabel("epoch (0 = the untrained network)")
-    axes.set_title(f"{label}: {experiment.run_count} runs\nlines: mean over runs; bands: minimum to maximum",
-                   fontsize=10)
+    axes.set_title(f"{label}: {experiment.runs_text}\n{BAND_NOTE}", fontsize=10)
     axes.legend(title="masked layer", fontsize=8)
     figure.tight_layout()
     return figure
@@ -203,8 +226,7 @@ def summary_row(experiment: Experiment, label: str) -> dict:
     values = (str(experiment.directory), label, experiment.run_count, len(experiment.epochs) - 1,
               final.mean(), final.std(), final.min(), final.max(), accuracy_at_best_validation(experiment).mean(),
               experiment.fraction_changed[:, -1].mean())
-    return {column: float(value) if isinstance(value, np.floating) else value
-            for column, value in zip(SUMMARY_COLUMNS, values)}
+    return dict(zip(SUMMARY_COLUMNS, values))
 
 
 def markdown_table(rows: list[dict]) -> str:

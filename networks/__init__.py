@@ -10,6 +10,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+from keras import ops
 
 import initializers
 from masks import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
@@ -57,6 +58,23 @@ class MaskedLayerFactory:
         return self.dense(num_classes, activation="softmax")
 
 
+@keras.saving.register_keras_serializable(package="masktrainer")
+class MaxPool2x2(keras.layers.Layer):
+    """2x2 max-pooling, stride 2, `valid`, computed as a reshape and a max.
+
+    Same forward values as `keras.layers.MaxPooling2D(2)`; its gradient is deterministic on every device,
+    whereas TensorFlow refuses MaxPoolGrad under XLA once op determinism is on.
+    """
+
+    def call(self, x):
+        height, width, channels = x.shape[1] // 2, x.shape[2] // 2, x.shape[3]
+        x = x[:, :2 * height, :2 * width, :]
+        return ops.max(ops.reshape(x, (-1, height, 2, width, 2, channels)), axis=(2, 4))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1] // 2, input_shape[2] // 2, input_shape[3])
+
+
 def lenet(x, layers: MaskedLayerFactory, num_classes: int):
     """LeNet 300-100: dense 300, dense 100, dense 10 on the flattened input."""
     x = keras.layers.Flatten()(x)
@@ -70,7 +88,7 @@ def conv_net(x, layers: MaskedLayerFactory, num_classes: int, block_filters: tup
     for filters in block_filters:
         x = layers.conv(filters)(x)
         x = layers.conv(filters)(x)
-        x = keras.layers.MaxPooling2D(2)(x)
+        x = MaxPool2x2()(x)
     x = keras.layers.Flatten()(x)
     x = layers.dense(256)(x)
     x = layers.dense(256)(x)

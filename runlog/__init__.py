@@ -167,6 +167,8 @@ def read_log(path: Path) -> dict:
     missing = [key for key in REQUIRED_LOG_KEYS if key not in log]
     if missing:
         raise RunLogError(f"{path}: missing keys {', '.join(missing)}")
+    if not isinstance(log["testAccuracy"], list):
+        raise RunLogError(f"{path}: 'testAccuracy' should be a list of epochs")
     epochs = len(log["testAccuracy"])
     for key in EPOCH_KEYS + ("remainingWeightsPerLayer",):
         if not isinstance(log[key], list) or len(log[key]) != epochs:
@@ -178,10 +180,14 @@ def read_log(path: Path) -> dict:
 
 @dataclass(frozen=True)
 class Run:
-    """One run read back: its id, configuration and log."""
-    run_id: str
+    """One run read back: its files, configuration and log."""
+    files: RunFiles
     config: dict
     log: dict
+
+    @property
+    def run_id(self) -> str:
+        return self.files.run_id
 
 
 def read_runs(directory: Path) -> list[Run]:
@@ -190,5 +196,5 @@ def read_runs(directory: Path) -> list[Run]:
     for config_path in sorted(Path(directory).glob("Config_ID*.json")):
         files = RunFiles.from_config_path(config_path)
         if files.log_json.exists():
-            runs.append(Run(files.run_id, read_json(config_path), read_log(files.log_json)))
+            runs.append(Run(files, read_json(config_path), read_log(files.log_json)))
     return runs

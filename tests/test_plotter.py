@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -18,11 +19,9 @@ PDF_MAGIC = b"%PDF-"
 
 def write_run(directory: Path, run_id: str, test_accuracy: list[float], val_accuracy: list[float] | None = None,
               traintype: str = "FreePruning", changed_means: str = "pruned", p1: float = 0.5) -> runlog.RunFiles:
-    """A run whose layers keep a fraction 1 - epoch/20 of their connections; changed = pruned connections."""
+    """A run whose two layers (20 and 10 connections) each lose 2 connections per epoch."""
     epochs = len(test_accuracy)
-    kept = [1 - epoch / 20 for epoch in range(epochs)]
-    per_layer = [[[0, size - round(size * fraction), round(size * fraction), 0, 0, 0] for size in LAYER_SIZES]
-                 for fraction in kept]
+    per_layer = [[[0, 2 * epoch, size - 2 * epoch, 0, 0, 0] for size in LAYER_SIZES] for epoch in range(epochs)]
     remaining = [sum(layer[2] for layer in layers) for layers in per_layer]
     total = sum(LAYER_SIZES)
     log = {"trainLoss": [1.0] * epochs, "valLoss": [1.0] * epochs, "testLoss": [1.0] * epochs,
@@ -47,6 +46,18 @@ def three_runs(directory: Path) -> Path:
     return directory
 
 
+@pytest.fixture
+def saved_stems(monkeypatch) -> list[Path]:
+    """Record which figures Plotter would save, without writing them: writing PNG and PDF is the slow part."""
+    stems = []
+
+    def record(figure, stem: Path, show: bool) -> None:
+        stems.append(stem)
+        plt.close(figure)
+    monkeypatch.setattr(Plotter, "save", record)
+    return stems
+
+
 def read_summary(directory: Path) -> list[dict]:
     with open(directory / "Summary.csv", newline="") as file:
         return list(csv.DictReader(file))
@@ -64,9 +75,9 @@ def test_runs_are_merged_into_mean_min_and_max_per_epoch(tmp_path):
 def test_fractions_changed_and_per_layer_remaining_come_from_the_counts(tmp_path):
     experiment = Plotter.load_experiment(three_runs(tmp_path))
     assert experiment.layer_names == ["dense_1", "dense_2"]
-    np.testing.assert_allclose(experiment.layer_remaining[0, :, 0], [1.0, 0.95, 0.9, 0.85])
-    np.testing.assert_allclose(experiment.layer_remaining[0, :, 1], [1.0, 1.0, 0.9, 0.9])  # 10 * 0.95 rounds to 10
-    np.testing.assert_allclose(experiment.fraction_changed[0], [0, 1 / 30, 3 / 30, 4 / 30])
+    np.testing.assert_allclose(experiment.layer_remaining[0, :, 0], [1.0, 0.9, 0.8, 0.7])
+    np.testing.assert_allclose(experiment.layer_remaining[0, :, 1], [1.0, 0.8, 0.6, 0.4])
+    np.testing.assert_allclose(experiment.fraction_changed[0], [0, 4 / 30, 8 / 30, 12 / 30])
 
 
 def test_runs_of_different_length_are_merged_over_shared_epochs(tmp_path, capsys):
@@ -75,10 +86,12 @@ def test_runs_of_different_length_are_merged_over_shared_epochs(tmp_path, capsys
     experiment = Plotter.load_experiment(tmp_path)
     np.testing.assert_allclose(experiment.test_accuracy, [[0.1, 0.5], [0.1, 0.7]])
     warning = capsys.readouterr().err
-    assert warning.count("\n") == 1 and "warning" in warning and "bbbbbbb has 2 of 4 epochs" in warning
+    assert warning.count("\n") == 1 and warning.startswith("Plotter.py: warning: ")
+    assert "bbbbbbb ends at epoch 1, the longest at epoch 3" in warning
 
 
-def test_summary_gives_final_accuracy_statistics_accuracy_at_best_validation_and_fraction_changed(tmp_path, capsys):
+def test_summary_gives_final_accuracy_statistics_accuracy_at_best_validation_and_fraction_changed(
+        tmp_path, capsys, saved_stems):
     three_runs(tmp_path / "experiment")
     assert Plotter.main([str(tmp_path / "experiment"), "--out", str(tmp_path / "report" / "Comparison")]) == 0
     [row] = read_summary(tmp_path / "report")
@@ -89,7 +102,7 @@ def test_summary_gives_final_accuracy_statistics_accuracy_at_best_validation_and
                                [final.mean(), final.std(), 0.7, 0.9])
     # best validation epochs: 1 (first of the maxima 0.6), 3, and 2 (first of two 0.6s)
     np.testing.assert_allclose(float(row["test accuracy at best validation"]), np.mean([0.5, 0.9, 0.6]))
-    np.testing.assert_allclose(float(row["fraction changed"]), 4 / 30)
+    np.testing.assert_allclose(float(row["fraction changed"]), 12 / 30)
     markdown = (tmp_path / "report" / "Summary.md").read_text()
     assert "| FreePruning LeNet he p1=0.5 | 3 | 3 | 0.8000 |" in markdown
     assert markdown in capsys.readouterr().out
@@ -108,77 +121,74 @@ def test_figures_are_written_as_png_and_pdf_with_a_comparison_for_two_directorie
                                                                          "SignFlipping LeNet he p1=0.5"]
 
 
-def test_no_argument_plots_the_default_experiment(tmp_path, monkeypatch):
+def test_no_argument_plots_the_default_experiment(tmp_path, monkeypatch, saved_stems):
     monkeypatch.chdir(tmp_path)
     three_runs(Plotter.DEFAULT_EXPERIMENT)
     assert Plotter.main([]) == 0
-    assert (Plotter.DEFAULT_EXPERIMENT / "Accuracy_Sparsity.png").is_file()
+    assert saved_stems == [Plotter.DEFAULT_EXPERIMENT / name for name in ("Accuracy_Sparsity", "Layer_Remaining")]
     assert len(read_summary(Path("Outputs"))) == 1
 
 
-def test_all_plots_every_experiment_directory_under_the_root(tmp_path):
+def test_all_plots_every_experiment_directory_under_the_root(tmp_path, saved_stems):
     directories = [tmp_path / "FreePruning" / "LeNet", tmp_path / "MinPruning" / "LeNet"]
     for directory in directories:
         write_run(directory, "aaaaaaa", [0.1, 0.5], traintype=directory.parent.name)
     (tmp_path / "empty").mkdir()
     assert Plotter.main(["--all", str(tmp_path)]) == 0
     assert [row["directory"] for row in read_summary(tmp_path)] == [str(path) for path in directories]
-    assert (tmp_path / "Comparison.pdf").is_file()
+    assert saved_stems[-1] == tmp_path / "Comparison" and len(saved_stems) == 5
 
 
 def test_coinciding_labels_are_told_apart_by_directory_name(tmp_path):
     write_run(tmp_path / "mask_relu_he_LR0.001", "aaaaaaa", [0.1, 0.5])
     write_run(tmp_path / "mask_relu_he_LR0.01", "bbbbbbb", [0.1, 0.6])
-    experiments = [Plotter.load_experiment(tmp_path / name) for name in ("mask_relu_he_LR0.001", "mask_relu_he_LR0.01")]
+    experiments = [Plotter.load_experiment(path) for path in sorted(tmp_path.iterdir())]
     assert Plotter.legend_labels(experiments) == ["FreePruning LeNet he p1=0.5, mask_relu_he_LR0.001",
                                                   "FreePruning LeNet he p1=0.5, mask_relu_he_LR0.01"]
 
 
 @pytest.mark.parametrize("means, word", [(["pruned"], "pruned"), (["flipped", "none"], "flipped"),
-                                         (["pruned", "flipped"], "changed (flipped or pruned)"), (["none"], "changed")])
-def test_lower_axis_says_pruned_flipped_or_changed(means, word):
-    experiments = [Plotter.Experiment(Path("."), {"changedMeans": kind}, *[np.zeros((1, 1))] * 4, [])
-                   for kind in means]
-    assert Plotter.changed_word(experiments) == word
+                                         (["none"], "changed"), (["flipped", "pruned"], "changed (pruned or flipped)")])
+def test_lower_axis_says_pruned_flipped_or_changed(tmp_path, means, word):
+    for kind in means:
+        write_run(tmp_path / kind, "aaaaaaa", [0.1, 0.5], changed_means=kind)
+    assert Plotter.changed_word([Plotter.load_experiment(tmp_path / kind) for kind in means]) == word
 
 
-def run_plotter(*arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PLOTTER), *arguments], capture_output=True, text=True, timeout=60)
+DAMAGES = {
+    "corrupt JSON": lambda text: text.replace(":", "=", 1),
+    "truncated JSON": lambda text: text[: len(text) // 2],
+    "missing keys": lambda text: text.replace('"testLoss"', '"renamedKey"'),
+}
 
 
-def break_log(directory: Path, damage) -> Path:
-    """Write one good run, damage its log file with `damage(text) -> text`, and return the log's path."""
-    files = write_run(directory, "aaaaaaa", [0.1, 0.5, 0.7])
-    files.log_json.write_text(damage(files.log_json.read_text()))
-    return files.log_json
-
-
-@pytest.mark.parametrize("case", ["no runs", "corrupt JSON", "truncated JSON", "missing keys"])
-def test_bad_input_gives_a_one_line_error_naming_the_file(tmp_path, case):
-    if case == "no runs":
-        named = tmp_path
-    else:
-        damage = {"corrupt JSON": lambda text: text.replace(":", "=", 1),
-                  "truncated JSON": lambda text: text[: len(text) // 2],
-                  "missing keys": lambda text: text.replace('"testLoss"', '"renamedKey"')}[case]
-        named = break_log(tmp_path, damage)
-    result = run_plotter(str(tmp_path), "--out", str(tmp_path / "Comparison"))
+def assert_plotter_fails_naming(directory: Path, named: Path) -> None:
+    """Run Plotter.py on `directory` as a user would: exit 2 and one line on stderr naming `named`."""
+    result = subprocess.run([sys.executable, str(PLOTTER), str(directory), "--out", str(directory / "Comparison")],
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Plotter.py: error: ")
-    assert str(named) in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "Summary.md").exists()
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"Plotter.py: error: {named}")
+    assert "Traceback" not in result.stderr and not (directory / "Summary.md").exists()
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda text: text.replace('"testAccuracy": [', '"testAccuracy": ["high", ', 1), "TrainLogs_IDaaaaaaa.json"),
-    (lambda text: text.replace('"totalWeights": 30', '"totalWeights": [30]'), "TrainLogs_IDaaaaaaa.json"),
-])
-def test_malformed_values_give_a_one_line_error_naming_the_file(tmp_path, capsys, damage, named):
+def test_a_directory_without_runs_gives_a_one_line_error_naming_it(tmp_path):
+    assert_plotter_fails_naming(tmp_path, named=tmp_path)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_log_gives_a_one_line_error_naming_it(tmp_path, damage):
     files = write_run(tmp_path, "aaaaaaa", [0.1, 0.5, 0.7])
-    files.log_json.write_text(damage(files.log_json.read_text()))
+    files.log_json.write_text(DAMAGES[damage](files.log_json.read_text()))
+    assert_plotter_fails_naming(tmp_path, named=files.log_json)
+
+
+@pytest.mark.parametrize("key, value", [("testAccuracy", ["high", 0.5, 0.7]), ("totalWeights", [30])])
+def test_malformed_values_give_a_one_line_error_naming_the_file(tmp_path, capsys, key, value):
+    files = write_run(tmp_path, "aaaaaaa", [0.1, 0.5, 0.7])
+    runlog.write_json(files.log_json, {**runlog.read_json(files.log_json), key: value})
     assert Plotter.main([str(tmp_path)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and named in error
+    assert error.count("\n") == 1 and f"{files.log_json}: malformed values" in error
 
 
 def test_a_configuration_without_its_keys_gives_an_error_naming_it(tmp_path, capsys):
