@@ -15,6 +15,7 @@ import initializers  # noqa: E402
 import networks  # noqa: E402
 import runlog  # noqa: E402
 from masks import MASK_FUNCTIONS, training_types  # noqa: E402
+from training.run import Run, RunFailed, draw_seed, library_versions, now  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 2, 3, 130
 
@@ -79,7 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def new_config(args: argparse.Namespace) -> dict:
     """The resolved configuration of a new run; ValueError for combinations that make no sense."""
-    from training.run import draw_seed, library_versions, now
     training_type = training_types.get(args.traintype)
     masktype = training_type.resolve_mask_type(args.masktype)
     datasets.resolve_data_directory(args.datadir)
@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
             config = new_config(args)
             files = run_files_for(config)
         print(f"run {files.run_id}: {files.directory} (seed {config['seed']})")
-        from training.run import Run, RunFailed
         Run(config, files, verbose=args.verbose).train()
     except RunFailed as failure:
         print(f"MaskTrainer.py: run stopped: {failure}", file=sys.stderr)

@@ -201,3 +201,17 @@ def test_a_configuration_without_its_keys_gives_an_error_naming_it(tmp_path, cap
 def test_plotter_starts_without_tensorflow():
     code = "import sys, Plotter; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=PLOTTER.parent, timeout=60).returncode == 0
+
+
+def test_real_runs_of_two_training_types_are_plotted_and_summarised(tmp_path, mnist_directory):
+    from tests.helpers import new_run
+    for traintype, seed in (("FreePruning", "1"), ("FreePruning", "2"), ("MinFlipping", "1")):
+        new_run(tmp_path / "Outputs", mnist_directory, "--traintype", traintype, "--seed", seed,
+                "--trainsize", "500", "--maxepochs", "2").train()
+    directories = sorted(path.parent for path in (tmp_path / "Outputs").rglob("TrainLogs_ID*.json"))
+    assert Plotter.main(["--all", str(tmp_path / "Outputs")]) == 0
+    for directory in set(directories):
+        assert (directory / "Accuracy_Sparsity.png").read_bytes().startswith(b"\x89PNG")
+        assert (directory / "Accuracy_Sparsity.pdf").read_bytes().startswith(b"%PDF")
+    summary = (tmp_path / "Outputs" / "Summary.csv").read_text()
+    assert "FreePruning" in summary and "MinFlipping" in summary

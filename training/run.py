@@ -122,11 +122,13 @@ class Run:
         return log, 0
 
     def summary_line(self, log: dict, epoch: int) -> str:
-        changed = log["changedWeights"][epoch] / log["totalWeights"]
+        changed_means = self.config["changedMeans"]
+        changed = "" if changed_means == "none" else \
+            f"{changed_means} {log['changedWeights'][epoch] / log['totalWeights']:7.2%}  "
         return (f"epoch {epoch:3d}/{self.config['maxepochs']}  "
                 f"loss {log['trainLoss'][epoch]:.4f}  acc train {log['trainAccuracy'][epoch]:.4f} "
                 f"val {log['valAccuracy'][epoch]:.4f} test {log['testAccuracy'][epoch]:.4f}  "
-                f"{self.config['changedMeans']} {changed:7.2%}  {log['epochSeconds'][epoch]:.1f} s")
+                f"{changed}{log['epochSeconds'][epoch]:.1f} s")
 
     def train_epoch(self, epoch: int) -> float:
         """Train one epoch; returns its seconds (the training pass only)."""

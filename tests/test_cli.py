@@ -1,0 +1,83 @@
+"""Bad input: one line on stderr, a non-zero exit, no traceback, before any training starts."""
+import os
+import stat
+
+import pytest
+
+import datasets
+import MaskTrainer
+from tests.helpers import trainer_process
+
+BAD_ARGUMENTS = {
+    "unknown network": (["--nettype", "ResNet"], "invalid choice: 'ResNet'"),
+    "unknown training type": (["--traintype", "Pruning"], "invalid choice: 'Pruning'"),
+    "unknown initializer": (["--initializer", "zeros"], "invalid choice: 'zeros'"),
+    "unknown activation": (["--activation", "tanh"], "invalid choice: 'tanh'"),
+    "unknown mask type": (["--masktype", "dropout"], "invalid choice: 'dropout'"),
+    "p1 above 1": (["--p1", "1.5"], "1.5 is not a probability in [0, 1]"),
+    "p1 below 0": (["--p1", "-0.1"], "-0.1 is not a probability in [0, 1]"),
+    "p1 not a number": (["--p1", "half"], "'half' is not a probability"),
+    "lr zero": (["--lr", "0"], "0 is not a positive number"),
+    "batchsize zero": (["--batchsize", "0"], "0 is not a positive integer"),
+    "maxepochs negative": (["--maxepochs", "-3"], "-3 is not a positive integer"),
+    "trainsize not an integer": (["--trainsize", "1e3"], "'1e3' is not a positive integer"),
+    "flipping type with pruning mask": (["--traintype", "SignFlipping", "--masktype", "mask"],
+                                        "--masktype mask does not fit --traintype SignFlipping"),
+    "pruning type with flip mask": (["--traintype", "MinPruning", "--masktype", "flip"],
+                                    "--masktype flip does not fit --traintype MinPruning"),
+    "missing data directory": (["--datadir", "/nonexistent/data"], "--datadir /nonexistent/data is not a directory"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_argument_gives_one_line_error(case, capsys, tmp_path):
+    argv, message = BAD_ARGUMENTS[case]
+    try:
+        code = MaskTrainer.main(["--outputpath", str(tmp_path), *argv])
+    except SystemExit as exit_:  # argparse rejects the value itself
+        code = exit_.code
+    error = capsys.readouterr().err
+    assert code == 2
+    assert error.count("\n") == 1 and error.startswith("MaskTrainer.py: error:") and message in error
+    assert not list(tmp_path.rglob("*.json")), "nothing is written for bad input"
+
+
+def test_unwritable_output_path_gives_one_line_error(tmp_path, capsys, mnist_directory):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user who can write anywhere (root)")
+    assert MaskTrainer.main(["--outputpath", str(locked / "out"), "--datadir", str(mnist_directory)]) == 2
+    assert "cannot write to output path" in capsys.readouterr().err
+
+
+def test_output_path_that_is_a_file_gives_one_line_error(tmp_path, capsys, mnist_directory):
+    (tmp_path / "file").write_text("not a folder")
+    code = MaskTrainer.main(["--outputpath", str(tmp_path / "file"), "--datadir", str(mnist_directory)])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "cannot write to output path" in error
+
+
+def test_missing_dataset_names_the_places_looked_in(tmp_path, capsys, monkeypatch):
+    def offline():
+        raise OSError("no network")
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", datasets.DatasetSpec(
+        "cifar10", datasets.load_cifar10_directory, offline))
+    code = MaskTrainer.main(["--nettype", "Conv2", "--datadir", str(tmp_path), "--outputpath", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert f"looked in: {tmp_path / 'cifar10'}" in error and "Keras download failed" in error
+
+
+def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
+    process = trainer_process("--p1", "2", "--outputpath", str(tmp_path))
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert "Traceback" not in error and error.strip().endswith("2 is not a probability in [0, 1]")
+
+
+def test_help_lists_every_choice():
+    text = MaskTrainer.build_parser().format_help()
+    for choice in ["LeNet", "Conv6", "MinFlipping", "FreeFlipping", "heconstant", "binary", "selu", "mask_rs"]:
+        assert choice in text

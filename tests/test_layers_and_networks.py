@@ -1,0 +1,97 @@
+"""Masked layers and the registered networks: weight counts, epoch-0 identity, seeds, saving."""
+import keras
+import numpy as np
+import pytest
+
+import networks
+from masks import MaskedConv2D, MaskedDense, masked_layers
+
+INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}
+MASKED_WEIGHTS = {"LeNet": 266_200, "Conv2": 4_300_992, "Conv4": 2_425_024, "Conv6": 2_261_184}
+
+
+def inputs_for(name: str, count: int = 4) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((count, *INPUT_SHAPES[name])).astype(np.float32)
+
+
+def test_every_registered_network_has_an_expected_count():
+    assert set(networks.NETWORKS) == set(MASKED_WEIGHTS)
+
+
+@pytest.mark.parametrize("name", sorted(networks.NETWORKS))
+def test_masked_weight_count(name):
+    model = networks.build(name, INPUT_SHAPES[name])
+    assert sum(int(np.prod(layer.kernel.shape)) for layer in masked_layers(model)) == MASKED_WEIGHTS[name]
+    assert all(not layer.kernel.trainable and layer.scores.trainable for layer in masked_layers(model))
+    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == MASKED_WEIGHTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(networks.NETWORKS))
+@pytest.mark.parametrize("mask_type", ["mask", "flip"])
+def test_epoch_zero_network_is_exactly_the_random_network(name, mask_type):
+    masked = networks.build(name, INPUT_SHAPES[name], mask_type=mask_type, seed=11)
+    plain = networks.build(name, INPUT_SHAPES[name], mask_type=None, seed=11)
+    x = inputs_for(name)
+    np.testing.assert_array_equal(masked.predict(x, verbose=0), plain.predict(x, verbose=0))
+
+
+def test_each_layer_draws_its_own_weights_and_seed_reproduces_them():
+    first = networks.build("Conv2", INPUT_SHAPES["Conv2"], seed=3)
+    again = networks.build("Conv2", INPUT_SHAPES["Conv2"], seed=3)
+    dense = [np.asarray(layer.kernel) for layer in masked_layers(first) if isinstance(layer, MaskedDense)]
+    assert not np.array_equal(dense[1][:256, :256], dense[2][:256, :256])  # two 256-unit layers differ
+    for a, b in zip(masked_layers(first), masked_layers(again)):
+        np.testing.assert_array_equal(np.asarray(a.kernel), np.asarray(b.kernel))
+        np.testing.assert_array_equal(np.asarray(a.scores), np.asarray(b.scores))
+
+
+@pytest.mark.parametrize("name", ["LeNet", "Conv2"])
+def test_binary_gives_the_logits_of_heconstant_with_the_same_signs(name):
+    kwargs = dict(activation="relu", seed=9, p1=0.7, mask_type="mask")
+    binary = networks.build(name, INPUT_SHAPES[name], initializer="binary", **kwargs)
+    constant = networks.build(name, INPUT_SHAPES[name], initializer="heconstant", **kwargs)
+    for b, c in zip(masked_layers(binary), masked_layers(constant)):
+        np.testing.assert_array_equal(np.sign(np.asarray(b.kernel)), np.sign(np.asarray(c.kernel)))
+    x = inputs_for(name)
+    logits = [keras.Model(m.inputs, m.layers[-1].apply_kernel(m.layers[-2].output, m.layers[-1].kernel))
+              for m in (binary, constant)]
+    np.testing.assert_allclose(logits[0].predict(x, verbose=0), logits[1].predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_pooling_equals_keras_max_pooling():
+    x = np.random.default_rng(1).standard_normal((2, 7, 9, 3)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(networks.MaxPool2x2()(x)),
+                                  np.asarray(keras.layers.MaxPooling2D(2)(x)))
+
+
+@pytest.mark.parametrize("layer, x", [
+    (lambda **kw: MaskedDense(5, **kw), np.ones((2, 4), np.float32)),
+    (lambda **kw: MaskedConv2D(5, **kw), np.ones((2, 6, 6, 3), np.float32)),
+])
+def test_all_zero_mask_gives_zero_output_and_all_on_mask_equals_plain_layer(layer, x):
+    masked, plain = layer(mask_type="mask"), layer(mask_type=None)
+    masked.build(x.shape)
+    plain.build(x.shape)
+    plain.kernel.assign(masked.kernel)
+    np.testing.assert_array_equal(np.asarray(masked(x)), np.asarray(plain(x)))
+    masked.scores.assign(-np.ones(masked.scores.shape, np.float32))
+    np.testing.assert_array_equal(np.asarray(masked(x)), 0.0)
+
+
+def test_saved_and_reloaded_model_gives_same_predictions(tmp_path):
+    model = networks.build("Conv2", INPUT_SHAPES["Conv2"], initializer="binary", rewards_unchanged=True)
+    layer = masked_layers(model)[0]
+    layer.scores.assign(np.where(np.arange(layer.scores.shape[-1]) % 2, 0.05, -0.05)
+                        * np.ones(layer.scores.shape, np.float32))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = inputs_for("Conv2")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    assert masked_layers(reloaded)[0].get_config() == layer.get_config()
+
+
+def test_unknown_network_lists_valid_names():
+    with pytest.raises(ValueError, match="Conv6"):
+        networks.get("ResNet18")
