@@ -70,7 +70,7 @@ class Experiment:
         return f"{config['traintype']} {config['nettype']} {config['initializer']} p1={config['p1']}"
 
 
-def run_arrays(directory: Path, run: runlog.Run) -> dict[str, np.ndarray]:
+def run_arrays(run: runlog.Run) -> dict[str, np.ndarray]:
     """One run's log as float arrays indexed by epoch; RunLogError naming the file that lacks a key or a number."""
     files = run.files
     missing = [key for key in REQUIRED_CONFIG_KEYS if key not in run.config]
@@ -110,7 +110,7 @@ def load_experiment(directory: Path) -> Experiment:
     runs = runlog.read_runs(directory)
     if not runs:
         raise ValueError(f"{directory}: no runs (no Config_ID<id>.json with its TrainLogs_ID<id>.json)")
-    arrays = [run_arrays(directory, run) for run in runs]
+    arrays = [run_arrays(run) for run in runs]
     if len({run_data["layer_remaining"].shape[1] for run_data in arrays}) > 1:
         raise ValueError(f"{directory}: runs have different numbers of masked layers")
     differing = [key for key in MERGE_CHECKED_KEYS if len({str(run.config.get(key)) for run in runs}) > 1]

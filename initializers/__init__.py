@@ -39,7 +39,8 @@ class SeededInitializer(keras.initializers.Initializer):
     def get_config(self) -> dict:
         return {"seed": self.seed, "p1": self.p1}
 
-    def input_scale(self, kernel_shapes) -> float:
+    @staticmethod
+    def input_scale(kernel_shapes) -> float:
         """Factor applied to the network's input; 1 except for `binary`."""
         return 1.0
 
@@ -80,7 +81,8 @@ class Binary(SeededInitializer):
     def draw(self, rng, shape):
         return _random_signs(rng, shape, self.p1)
 
-    def input_scale(self, kernel_shapes) -> float:
+    @staticmethod
+    def input_scale(kernel_shapes) -> float:
         return float(np.prod([he_constant_magnitude(shape) for shape in kernel_shapes]))
 
 

@@ -136,7 +136,7 @@ def build(name: str, input_shape: tuple, *, activation: str = "relu", mask_type:
         return MaskedLayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged)
 
     model = _assemble(name, input_shape, num_classes, factory(), 1.0)
-    scale = initializers.get(initializer)(seed=0, p1=p1).input_scale(
+    scale = initializers.get(initializer).input_scale(
         [tuple(layer.kernel.shape) for layer in masked_layers(model)])
     if scale != 1.0:
         model = _assemble(name, input_shape, num_classes, factory(), scale)
