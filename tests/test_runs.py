@@ -28,6 +28,7 @@ def test_short_run_learns_and_writes_every_file(tmp_path, mnist_directory):
     assert len(log["remainingWeightsPerLayer"][1]) == 3 and sum(first_layer[:3]) == 784 * 300
     config = json.loads(files.config.read_text())
     assert config["status"] == "finished" and config["seed"] == 5 and config["dataset"] == "mnist"
+    assert config["datasetSizes"] == {"train": 3000, "validation": 5000, "test": 10000}
     assert set(config["versions"]) >= {"tensorflow", "keras", "numpy"}
     rows = list(csv.DictReader(files.log_csv.open()))
     assert len(rows) == 2 and float(rows[1]["testAccuracy"]) == log["testAccuracy"][1]

@@ -75,8 +75,9 @@ class Run:
         keras.utils.set_random_seed(config["seed"])
         tf.config.experimental.enable_op_determinism()
         keras.mixed_precision.set_global_policy(config["precision"])
-        raw, _ = datasets.load_raw(config["dataset"], datasets.resolve_data_directory(config["datadir"]))
+        raw, source = datasets.load_raw(config["dataset"], datasets.resolve_data_directory(config["datadir"]))
         self.data = datasets.preprocess(raw, config["trainsize"])
+        config.update(datasetSource=source, datasetSizes=self.data.sizes())
         training_type = training_types.get(config["traintype"])
         self.model = networks.build(
             config["nettype"], self.data.x_train.shape[1:], activation=config["activation"],
@@ -153,6 +154,7 @@ class Run:
 
     def train(self) -> None:
         """Train from the last finished epoch to `maxepochs`, writing the log after every epoch."""
+        runlog.write_json(self.files.config, self.config)
         log, done = self.resume_point()
         self.callbacks.on_train_begin()
         for epoch in range(done + 1, self.config["maxepochs"] + 1):
