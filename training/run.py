@@ -84,7 +84,7 @@ class Run:
             mask_type=training_type.layer_mask_type(config["masktype"]), initializer=config["initializer"],
             p1=config["p1"], seed=config["seed"], rewards_unchanged=training_type.rewards_unchanged)
         self.optimizer = keras.optimizers.Adam(learning_rate=config["lr"])
-        config["jitCompiled"] = use_jit(config["jit"], config["nettype"])
+        config.setdefault("jitCompiled", use_jit(config["jit"], config["nettype"]))  # a resumed run keeps its own
         self.steps = CompiledSteps(self.model, self.optimizer, self.data.x_train, self.data.y_train,
                                    config["batchsize"], config["jitCompiled"])
         self.initial_mask_signs = {name: np.sign(mask) for name, mask in
