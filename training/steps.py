@@ -1,9 +1,10 @@
 """Compiled training and evaluation steps.
 
 One compiled call runs many optimizer steps in a `tf.while_loop`, gathering each batch from the training
-set held as a tensor on the device: no input pipeline, no per-step Python. The loop is built from the
-Keras model, its trainable variables and a Keras optimizer, so custom layers and losses (`add_loss`) work
-as they do under `model.fit`.
+set held as a tensor on the device: no input pipeline, no per-step Python, and no waiting for the host
+inside an epoch (the losses are summed on the device and read once at its end). The loop is built from
+the Keras model, its trainable variables and a Keras optimizer, so custom layers and losses (`add_loss`)
+work as they do under `model.fit`. BENCHMARKS.md measures what each of these choices buys.
 """
 from typing import Callable
 
@@ -11,22 +12,41 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from masks import MaskedConv2D
+
 EVALUATION_BATCH = 1000
+STEPS_PER_CALL = 100
+
+
+def default_steps_per_call(model: keras.Model, jit: bool) -> int:
+    """STEPS_PER_CALL, but 1 (a call without a loop) for convolutional networks compiled by XLA on CPU.
+
+    XLA on CPU rewrites convolutions into the form its fast library kernels take only outside loops;
+    inside a loop it runs them as naive loops, over 20 times slower (BENCHMARKS.md). A one-step call costs
+    nothing noticeable next to a convolutional step.
+    """
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    has_convolutions = any(isinstance(layer, (MaskedConv2D, keras.layers.Conv2D)) for layer in model.layers)
+    return 1 if jit and on_cpu and has_convolutions else STEPS_PER_CALL
 
 
 class CompiledSteps:
-    """Training epochs and evaluations of one model, compiled once (with XLA when `jit`)."""
+    """Training epochs and evaluations of one model, compiled once (with XLA when `jit`).
+
+    `steps_per_call` optimizer steps run in one compiled call (default: `default_steps_per_call`).
+    """
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, x_train: np.ndarray,
-                 y_train: np.ndarray, batch_size: int, jit: bool, steps_per_call: int = 100):
+                 y_train: np.ndarray, batch_size: int, jit: bool, steps_per_call: int | None = None):
         self.model = model
         self.optimizer = optimizer
         self.batch_size = batch_size
-        self.steps_per_call = steps_per_call
+        self.steps_per_call = steps_per_call or default_steps_per_call(model, jit)
         self.x_train = tf.convert_to_tensor(x_train)
         self.y_train = tf.convert_to_tensor(y_train)
         optimizer.build(model.trainable_variables)
-        self._train_steps = tf.function(self._train_steps_python, jit_compile=jit, reduce_retracing=True)
+        self._compiled_shapes: set[tuple[int, int]] = set()
+        self._train_steps = tf.function(self._train_steps_python, jit_compile=jit)
         self._evaluate_batch = tf.function(self._evaluate_batch_python, jit_compile=jit,
                                            reduce_retracing=True)
 
@@ -37,19 +57,25 @@ class CompiledSteps:
         extra = self.model.losses
         return tf.reduce_mean(cross_entropy) + (tf.add_n(extra) if extra else 0.0)
 
-    def _train_steps_python(self, batches, start, stop):
-        """Optimizer steps on `batches[start:stop]` (rows of indices); returns the summed batch losses."""
+    def _train_step(self, indices):
+        """One optimizer step on the training images at `indices`; returns the batch loss."""
+        x, y = tf.gather(self.x_train, indices), tf.gather(self.y_train, indices)
         variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.loss(y, self.model(x, training=True))
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
 
-        def step(i, loss_sum):
-            indices = batches[i]
-            x, y = tf.gather(self.x_train, indices), tf.gather(self.y_train, indices)
-            with tf.GradientTape() as tape:
-                loss = self.loss(y, self.model(x, training=True))
-            self.optimizer.apply(tape.gradient(loss, variables), variables)
-            return i + 1, loss_sum + loss
+    def _train_steps_python(self, batches):
+        """One optimizer step per row of `batches` (indices); returns the summed batch losses.
 
-        _, loss_sum = tf.while_loop(lambda i, _: i < stop, step, (start, tf.constant(0.0)))
+        The number of rows is part of the traced shape, so a one-row call is traced without a loop.
+        """
+        if batches.shape[0] == 1:
+            return self._train_step(batches[0])
+        _, loss_sum = tf.while_loop(lambda i, _: i < batches.shape[0],
+                                    lambda i, loss_sum: (i + 1, loss_sum + self._train_step(batches[i])),
+                                    (tf.constant(0), tf.constant(0.0)))
         return loss_sum
 
     def _evaluate_batch_python(self, x, y):
@@ -67,30 +93,49 @@ class CompiledSteps:
             parts.append(order[full:].reshape(1, -1))
         return [part.astype(np.int32) for part in parts if len(part)]
 
+    def calls(self, order: np.ndarray) -> list[np.ndarray]:
+        """The epoch's batches grouped into the index arrays of its compiled calls, in training order."""
+        return [part[start:start + self.steps_per_call] for part in self.batches(order)
+                for start in range(0, len(part), self.steps_per_call)]
+
     def compile(self, order: np.ndarray) -> None:
-        """Trace and compile the training loop for this epoch's shapes without taking a step."""
-        for part in self.batches(order):
-            self._train_steps(tf.constant(part), tf.constant(0), tf.constant(0))
+        """Compile the training calls for this epoch's shapes, leaving every variable as it was.
+
+        XLA compiles a function when it first runs, so each new shape runs once on a snapshot of the model
+        and optimizer variables, which is then restored exactly.
+        """
+        shapes = [shape for shape in dict.fromkeys(call.shape for call in self.calls(order))
+                  if shape not in self._compiled_shapes]
+        if not shapes:
+            return
+        variables = self.model.weights + self.optimizer.variables
+        snapshot = [variable.numpy() for variable in variables]
+        for shape in shapes:
+            self._train_steps(tf.zeros(shape, tf.int32))
+            self._compiled_shapes.add(shape)
+        for variable, value in zip(variables, snapshot):
+            variable.assign(value)
 
     def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None) -> float:
-        """One pass over the training images in `order`; returns the mean training loss of its batches."""
-        loss_sum, steps_done = 0.0, 0
-        for part in self.batches(order):
-            part_tensor = tf.constant(part)
-            for start in range(0, len(part), self.steps_per_call):
-                stop = min(start + self.steps_per_call, len(part))
-                loss_sum += float(self._train_steps(part_tensor, tf.constant(start), tf.constant(stop)))
-                steps_done += stop - start
-                if on_progress is not None:
-                    on_progress(steps_done, loss_sum / steps_done)
-        return loss_sum / max(steps_done, 1)
+        """One pass over the training images in `order`; returns the mean training loss of its batches.
+
+        `on_progress(steps done, mean loss so far)` is called after every compiled call; it makes the host
+        wait for each call, so leave it out when only speed matters.
+        """
+        loss_sum, steps_done = tf.constant(0.0), 0
+        for call in self.calls(order):
+            loss_sum += self._train_steps(tf.constant(call))
+            steps_done += len(call)
+            if on_progress is not None:
+                on_progress(steps_done, float(loss_sum) / steps_done)
+        return float(loss_sum) / max(steps_done, 1)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Mean cross-entropy and accuracy over (x, y), in large batches."""
-        loss_sum, correct = 0.0, 0.0
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
         for start in range(0, len(y), EVALUATION_BATCH):
             batch_loss, batch_correct = self._evaluate_batch(x[start:start + EVALUATION_BATCH],
                                                              y[start:start + EVALUATION_BATCH])
-            loss_sum += float(batch_loss)
-            correct += float(batch_correct)
-        return loss_sum / len(y), correct / len(y)
+            loss_sum += batch_loss
+            correct += batch_correct
+        return float(loss_sum) / len(y), float(correct) / len(y)
