@@ -137,8 +137,8 @@ def matches(config: dict, point: dict) -> bool:
 def logged_epochs(config_path: Path) -> int:
     """How many epochs an unfinished run has logged (-1: none, not even epoch 0)."""
     try:
-        return len(runlog.read_json(runlog.RunFiles.from_config_path(config_path).log_json)["testAccuracy"]) - 1
-    except (runlog.RunLogError, KeyError, TypeError):
+        return len(runlog.read_log(runlog.RunFiles.from_config_path(config_path).log_json)["testAccuracy"]) - 1
+    except runlog.RunLogError:
         return -1
 
 
