@@ -63,7 +63,7 @@ class CompiledSteps:
             probabilities = tf.cast(self.model(x, training=True), tf.float32)
             cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
             added = self.model.losses
-            loss = cross_entropy + tf.add_n(added) if added else cross_entropy
+            loss = (cross_entropy + tf.add_n(added)) if added else cross_entropy
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return cross_entropy
 
