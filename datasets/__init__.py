@@ -2,12 +2,16 @@
 
 Sources, in order: the data directory (`--datadir`, else the environment variable `MASKTRAINER_DATA`) in
 the standard file formats, any system folder a dataset lists (Debian's Fashion-MNIST package), then the
-standard Keras download. Images come back as float32 [N, H, W, C], labels as int32.
+standard Keras download. Images come back as float32 [N, H, W, C], labels as int32. Every file is checked as
+it is read and the data validated against its registry entry before any training: anything damaged or invalid
+raises DatasetError, one line naming the file or folder.
 """
 import gzip
 import io
+import math
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,23 +23,45 @@ VALIDATION_SIZE = 5000
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 
 
+class DatasetError(ValueError):
+    """A data file or folder that is damaged or not what its dataset should be; the message starts with it."""
+
+
 class DataNotFoundError(RuntimeError):
     """The dataset is in none of the places looked in."""
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The contents of a data file, gunzipped when its name ends in .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:  # gzip reports damage as all three
+        reason = getattr(error, "strerror", None) or error
+        raise DatasetError(f"{path}: cannot be read ({reason})") from None
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or not) into a NumPy array."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {array.size}")
-    return array.reshape(shape)
+    """Read an unsigned-byte IDX file (gzip-compressed or not) into a NumPy array."""
+    data = _read_bytes(path)
+    if not data:
+        raise DatasetError(f"{path}: empty file")
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise DatasetError(f"{path}: not an IDX file (no IDX magic number)")
+    if data[2] != 0x08:
+        raise DatasetError(f"{path}: IDX values of type 0x{data[2]:02x}, expected unsigned bytes (0x08)")
+    ndim, offset = data[3], 4 + 4 * data[3]
+    if len(data) < offset:
+        raise DatasetError(f"{path}: truncated header: {ndim} dimensions need {offset} bytes, "
+                           f"found {len(data)}")
+    shape = tuple(int.from_bytes(data[4 * i:4 * i + 4], "big") for i in range(1, ndim + 1))
+    expected, found = math.prod(shape), len(data) - offset
+    if found != expected:
+        problem = "truncated" if found < expected else "longer than its header says"
+        raise DatasetError(f"{path}: {problem}: shape {shape} needs {expected} values, found {found}")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -64,15 +90,45 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR-10 batch")
+            raise pickle.UnpicklingError(f"refusing to load {module + '.' + name!r} from a CIFAR-10 batch")
         return super().find_class(module, name)
 
 
+def _unpickle_batch(path: Path) -> dict:
+    """The dict a CIFAR-10 batch file holds, unpickled with nothing but NumPy's array rebuilders."""
+    data = _read_bytes(path)
+    try:
+        batch = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as error:  # damaged pickles fail in every way; repr keeps their text on one line
+        raise DatasetError(f"{path}: not a CIFAR-10 batch ({error!r})") from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetError(f"{path}: not a CIFAR-10 batch (expected a dict with b'data' and b'labels')")
+    return batch
+
+
+def _integer_vector(values) -> np.ndarray | None:
+    """`values` as a 1-D integer array, or None when they are not a flat sequence of integers."""
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nesting
+        return None
+    return array if array.ndim == 1 and array.dtype.kind in "iu" else None
+
+
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        batch = _ArrayOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
-    images = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return images, np.asarray(batch[b"labels"], dtype=np.uint8)
+    """The images [N, 32, 32, 3] and labels of one batch file, checked against the standard layout."""
+    batch = _unpickle_batch(path)
+    images = batch[b"data"]
+    if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 2
+            and images.shape[1] == 3072):
+        found = f"{images.dtype} array of shape {images.shape}" if isinstance(images, np.ndarray) \
+            else type(images).__name__
+        raise DatasetError(f"{path}: b'data' should be a uint8 array of shape (N, 3072), found {found}")
+    labels = _integer_vector(batch[b"labels"])
+    if labels is None or len(labels) != len(images):
+        raise DatasetError(f"{path}: b'labels' should be a flat list of {len(images)} integers, "
+                           f"one per image")
+    return images.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def load_cifar10_directory(directory: Path) -> RawData | None:
@@ -98,18 +154,21 @@ def _keras_download(name: str) -> Callable[[], RawData]:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a dataset is looked for and how each place is read."""
+    """Where a dataset is looked for, how each place is read, and what its data must look like."""
     subdirectory: str  # inside the data directory
     read_directory: Callable[[Path], RawData | None]
     download: Callable[[], RawData]
     system_directories: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] = (28, 28, 1)  # height, width, channels
+    num_classes: int = 10
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", load_idx_directory, _keras_download("mnist")),
+    "mnist": DatasetSpec("mnist", load_idx_directory, _keras_download("mnist"), image_shape=(28, 28, 1)),
     "fashion_mnist": DatasetSpec("fashion-mnist", load_idx_directory, _keras_download("fashion_mnist"),
-                                 ("/usr/share/datasets/fashion-mnist",)),
-    "cifar10": DatasetSpec("cifar10", load_cifar10_directory, _keras_download("cifar10")),
+                                 ("/usr/share/datasets/fashion-mnist",), image_shape=(28, 28, 1)),
+    "cifar10": DatasetSpec("cifar10", load_cifar10_directory, _keras_download("cifar10"),
+                           image_shape=(32, 32, 3)),
 }
 
 
@@ -131,8 +190,48 @@ def resolve_data_directory(datadir: str | None) -> Path | None:
     return Path(from_env).expanduser() if from_env else None
 
 
+def _split_problem(images: np.ndarray, labels: np.ndarray, spec: DatasetSpec) -> str | None:
+    """What is wrong with one split's images and labels, or None."""
+    shape = (len(images), *spec.image_shape)
+    if images.dtype != np.uint8 or images.shape != shape:
+        return f"images: {images.dtype} array of shape {images.shape}, expected uint8 of shape {shape}"
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(images):
+        return f"labels: {labels.dtype} array of shape {labels.shape}, expected {len(images)} integers"
+    if len(labels) and not 0 <= labels.min() <= labels.max() < spec.num_classes:
+        outside = labels[(labels < 0) | (labels >= spec.num_classes)][0]
+        return f"label {outside} is outside the classes 0..{spec.num_classes - 1}"
+    return None
+
+
+def validate(raw: RawData, spec: DatasetSpec, source: str) -> None:
+    """Refuse data that would train wrongly rather than fail: DatasetError naming `source` and the problem.
+
+    The training split must hold more than the VALIDATION_SIZE images that `preprocess` takes off it, and
+    not only copies of one image (their standard deviation, which `preprocess` divides by, would be zero).
+    """
+    x_train, y_train, x_test, y_test = raw
+    for split, images, labels in (("training", x_train, y_train), ("test", x_test, y_test)):
+        problem = _split_problem(images, labels, spec)
+        if problem:
+            raise DatasetError(f"{source}: {split} {problem}")
+    if len(x_test) == 0:
+        raise DatasetError(f"{source}: the test split is empty")
+    if len(x_train) <= VALIDATION_SIZE:
+        raise DatasetError(f"{source}: {len(x_train)} training images, but the first {VALIDATION_SIZE} are "
+                           f"the validation split: none would be left to train on")
+    if not np.ptp(x_train[VALIDATION_SIZE:], axis=0).any():
+        raise DatasetError(f"{source}: the training images after the validation split are all the same image")
+
+
 def load_raw(name: str, data_directory: Path | None) -> tuple[RawData, str]:
-    """The raw uint8 dataset and a description of where it was read from."""
+    """The raw uint8 dataset, validated, and a description of where it was read from."""
+    raw, source = _find_raw(name, data_directory)
+    validate(raw, get(name), source)
+    return raw, source
+
+
+def _find_raw(name: str, data_directory: Path | None) -> tuple[RawData, str]:
+    """The dataset from the first place that has it, else the Keras download; else DataNotFoundError."""
     spec = get(name)
     places = ([data_directory / spec.subdirectory] if data_directory else []) + \
         [Path(folder) for folder in spec.system_directories]
@@ -160,6 +259,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    mean_image: np.ndarray  # [H, W, C] float32, subtracted from the pixels scaled to [0, 1]
     std: float
 
     def sizes(self) -> dict[str, int]:
@@ -189,4 +289,4 @@ def preprocess(raw: RawData, trainsize: int | None = None, validation_size: int 
         return np.asarray(y, dtype=np.int32).reshape(-1)
 
     return Splits(normalise(x_train), labels(y_train), normalise(x_val), labels(y_val),
-                  normalise(x_test.astype(np.float32) / 255.0), labels(y_test), std)
+                  normalise(x_test.astype(np.float32) / 255.0), labels(y_test), mean_image, std)

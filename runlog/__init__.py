@@ -2,14 +2,20 @@
 
 The trainer writes through this module and the plotter reads through it, so the two always agree on names
 and keys. Every write is atomic (a temporary file in the same folder, then `os.replace`), so an interrupted
-run leaves either the previous complete file or the new one, never half a file. Nothing here uses pickle.
+run leaves either the previous complete file or the new one, never half a file; a kill -9 mid-write can leave
+the temporary, which `clean_temporaries` removes. Nothing here uses pickle. Every reader refuses a damaged or
+invalid file with a RunLogError, one line naming the file.
 """
 import csv
 import io
 import json
+import math
 import os
+import re
+import reprlib
 import secrets
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,8 @@ _UMASK = _current_umask()
 
 
 class RunLogError(ValueError):
-    """A run file that is missing, unreadable or not in the expected form; the message names the file."""
+    """A run file that is missing, unreadable, not in the expected form, or data that cannot be written in it;
+    the message names the file."""
 
 
 def format_number(value: float) -> str:
@@ -85,6 +92,16 @@ class RunFiles:
     def checkpoint(self) -> Path:
         return self._path("Checkpoint", ".npz")
 
+    @property
+    def preprocessing(self) -> Path:
+        """The input normalisation the run trained with: `mean_image`, `std` and `input_scale`."""
+        return self._path("Preprocessing", ".npz")
+
+    @property
+    def model(self) -> Path:
+        """The finished run's masked model (scores and optimizer state included), a `.keras` file."""
+        return self._path("Model", ".keras")
+
     @classmethod
     def from_config_path(cls, config_path: str | Path) -> "RunFiles":
         path = Path(config_path)
@@ -94,51 +111,120 @@ class RunFiles:
         return cls(path.parent, name[len("Config_ID"):-len(".json")])
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
 def _atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`.
+
+    An OSError (disk full, read-only file system, no permission) comes back naming `path`, not the temporary.
+    """
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results should be readable like any file
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
         raise
 
 
+def clean_temporaries(files: RunFiles) -> list[Path]:
+    """Delete the temporaries that writes of this run left behind when killed mid-write; returns their paths.
+
+    Only this run's: other runs of the configuration share the directory and may be writing at this moment.
+    """
+    if not files.directory.is_dir():
+        return []
+    # `.<stem>_ID<run id><suffix>.<random part>.tmp`, the names that _atomic_write gives them; a model saved by
+    # Keras, which insists on the `.keras` suffix, adds it after `.tmp` (training.checkpoint.save_model)
+    pattern = re.compile(rf"\.\w+_ID{re.escape(files.run_id)}\.\w+\.\w+{re.escape(_TEMPORARY_SUFFIX)}(\.keras)?")
+    leftovers = sorted(path for path in files.directory.iterdir()
+                       if pattern.fullmatch(path.name) and path.is_file())
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
+    """Write `data` as standard JSON: NaN and infinity have no JSON form, so they are refused, not written."""
+    try:
+        text = json.dumps(data, indent=1, allow_nan=False)
+    except ValueError as error:
+        raise RunLogError(f"{path}: not written: {error}") from None
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     _atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from `path`; RunLogError naming the file if it is missing, corrupt or not an object."""
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the range of a float")
+    return value
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The contents of a run file; RunLogError naming it when it is missing or cannot be read."""
     try:
-        data = json.loads(Path(path).read_text())
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise RunLogError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except OSError as error:
+        raise RunLogError(f"{path}: cannot be read ({error.strerror or error})") from None
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from `path`; RunLogError naming the file if it is missing, unreadable, not standard JSON
+    (NaN, Infinity, numbers beyond float range) or not an object."""
+    text = _read_bytes(path)
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RunLogError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(data, dict):
         raise RunLogError(f"{path}: expected a JSON object")
     return data
 
 
+def _read_npy_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """One array of an .npz archive; object arrays are refused, because loading them runs pickle."""
+    if not name.endswith(".npy"):
+        raise RunLogError(f"member {name!r} is not a .npy array")
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+            else np.lib.format.read_array_header_2_0  # 2.0 and 3.0 differ only in the header's text encoding
+        if read_header(member)[2].hasobject:
+            raise RunLogError(f"member {name!r} holds object arrays (pickled data), which are refused")
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of an `.npz` file, loaded without pickle."""
+    """All arrays of an `.npz` file, loaded without pickle; RunLogError naming the file for anything else."""
+    data = _read_bytes(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
-        raise RunLogError(f"{path}: not a readable .npz file ({error})") from None
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {name.removesuffix(".npy"): _read_npy_member(archive, name) for name in archive.namelist()}
+    except RunLogError as refusal:
+        raise RunLogError(f"{path}: {refusal}") from None
+    except Exception as error:  # damage surfaces from zipfile, zlib and numpy as almost any exception type
+        raise RunLogError(f"{path}: not a readable .npz file ({error!r})") from None
 
 
 def log_csv_text(log: dict) -> str:
@@ -161,8 +247,58 @@ def write_log(files: RunFiles, log: dict) -> None:
     _atomic_write(files.log_csv, lambda f: f.write(log_csv_text(log).encode()))
 
 
+def _is_finite_number(value) -> bool:
+    """A JSON number usable as a float: a bool is not one, and an integer can exceed every float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_layer_counts(counts) -> bool:
+    return isinstance(counts, list) and len(counts) == len(LAYER_COUNT_NAMES) and all(map(_is_count, counts))
+
+
+def _epoch_values_problem(values: list) -> str | None:
+    for epoch, value in enumerate(values):
+        if not _is_finite_number(value):
+            return f"epoch {epoch} holds {reprlib.repr(value)}, not a finite number"
+    return None
+
+
+def _per_layer_problem(per_epoch: list) -> str | None:
+    """Every epoch must hold the six counts of LAYER_COUNT_NAMES for each of the same masked layers."""
+    for epoch, layers in enumerate(per_epoch):
+        if not (isinstance(layers, list) and all(map(_is_layer_counts, layers))):
+            return f"epoch {epoch} holds {reprlib.repr(layers)}, not six non-negative integers per layer"
+        if len(layers) != len(per_epoch[0]):
+            return f"epoch {epoch} has {len(layers)} layers, epoch 0 has {len(per_epoch[0])}"
+    return None
+
+
+def _log_value_problems(log: dict):
+    """(key, problem or None) for each value of a log whose lists have the right lengths; stop at the first
+    problem, since a later check relies on the earlier ones (layerNames on remainingWeightsPerLayer)."""
+    for key in EPOCH_KEYS:
+        yield key, _epoch_values_problem(log[key])
+    total = log["totalWeights"]
+    yield "totalWeights", None if _is_count(total) and total > 0 else \
+        f"{reprlib.repr(total)} is not a positive integer"
+    yield "remainingWeightsPerLayer", _per_layer_problem(log["remainingWeightsPerLayer"])
+    names, layer_count = log.get("layerNames"), len(log["remainingWeightsPerLayer"][0])
+    if names is not None and not (isinstance(names, list) and len(names) == layer_count
+                                  and all(isinstance(name, str) for name in names)):
+        yield "layerNames", f"{reprlib.repr(names)} is not a list of {layer_count} layer names"
+
+
 def read_log(path: Path) -> dict:
-    """A TrainLogs JSON file, checked for the keys and list lengths of SPEC.md section 7."""
+    """A TrainLogs JSON file, checked for the keys, list lengths and value types of SPEC.md section 7."""
     log = read_json(path)
     missing = [key for key in REQUIRED_LOG_KEYS if key not in log]
     if missing:
@@ -175,6 +311,9 @@ def read_log(path: Path) -> dict:
             raise RunLogError(f"{path}: '{key}' should be a list of {epochs} epochs")
     if epochs == 0:
         raise RunLogError(f"{path}: no epochs recorded")
+    for key, problem in _log_value_problems(log):
+        if problem:
+            raise RunLogError(f"{path}: malformed values in '{key}': {problem}")
     return log
 
 
