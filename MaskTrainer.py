@@ -1,23 +1,26 @@
 """Train the connectivity of a network whose weights are random and frozen (Ivan & Florian 2020).
 
-Parses the command line, checks it, and hands a resolved configuration to `training.run.Run`.
+Parses the command line, checks it, and hands the settings to `training.run.Run`. The backend is Keras's:
+`KERAS_BACKEND=tensorflow` (the default) or `KERAS_BACKEND=jax`.
 Example: python MaskTrainer.py --nettype Conv6 --traintype MinPruning --initializer heconstant --p1 0.5
 """
 import argparse
 import os
 import sys
-from pathlib import Path
+import traceback
+from dataclasses import fields, replace
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no INFO or WARNING lines
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
-import datasets  # noqa: E402  (the environment variable above must be set before TensorFlow loads)
-import initializers  # noqa: E402
-import networks  # noqa: E402
-import runlog  # noqa: E402
-from masks import MASK_FUNCTIONS, training_types  # noqa: E402
-from training.run import Run, RunFailed, draw_seed, library_versions, now  # noqa: E402
+try:
+    from training import backends  # light: Keras is loaded inside main
+    from training.config import RunConfig
+except KeyboardInterrupt:  # Ctrl-C while Python loads NumPy
+    print("\nMaskTrainer.py: interrupted", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
-EXIT_BAD_INPUT, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 2, 3, 130
+PROG = "MaskTrainer.py"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -27,109 +30,144 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
-def number_type(kind, check, requirement: str):
+def value_parser(name: str, kind: type):
+    """argparse `type=` for setting `name`: parse the text as `kind`, then apply RunConfig's check."""
+    requirement = RunConfig.problem(name, "") or ""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {requirement}") from None
-        if not check(value):
-            raise argparse.ArgumentTypeError(f"{text} is not {requirement}")
+            raise argparse.ArgumentTypeError(f"{text!r} is {requirement}") from None
+        reason = RunConfig.problem(name, value)
+        if reason:
+            raise argparse.ArgumentTypeError(f"{text} is {reason}")
         return value
     return parse
 
 
-positive_int = number_type(int, lambda v: v > 0, "a positive integer")
-positive_float = number_type(float, lambda v: v > 0, "a positive number")
-probability = number_type(float, lambda v: 0.0 <= v <= 1.0, "a probability in [0, 1]")
-seed_type = number_type(int, lambda v: 0 <= v < 2**31, "a seed in [0, 2^31)")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="MaskTrainer.py", description=__doc__.splitlines()[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--nettype", default="LeNet", choices=list(networks.NETWORKS))
-    parser.add_argument("--traintype", default="FreePruning", choices=training_types.names(),
-                        help="FreeFlipping is another name for SignFlipping")
-    parser.add_argument("--initializer", default="he", choices=list(initializers.INITIALIZERS))
-    parser.add_argument("--activation", default="relu", choices=list(networks.ACTIVATIONS))
-    parser.add_argument("--masktype", default=None, choices=list(MASK_FUNCTIONS),
-                        help="default: mask for pruning types and Baseline, flip for flipping types")
-    parser.add_argument("--batchsize", default=25, type=positive_int)
-    parser.add_argument("--maxepochs", default=20, type=positive_int)
-    parser.add_argument("--seed", default=0, type=seed_type, help="0 draws a fresh seed and records it")
-    parser.add_argument("--p1", default=0.5, type=probability,
-                        help="probability of a positive weight (heconstant, binary)")
-    parser.add_argument("--lr", default=1e-3, type=positive_float, help="Adam learning rate")
-    parser.add_argument("--outputpath", default="Outputs")
-    parser.add_argument("--dataset", default=None, choices=list(datasets.DATASETS),
-                        help="default: mnist for LeNet, cifar10 for ConvN")
-    parser.add_argument("--datadir", default=None,
-                        help=f"folder with mnist/, cifar10/, fashion-mnist/ (default: ${datasets.DATA_ENV})")
-    parser.add_argument("--trainsize", default=None, type=positive_int,
-                        help="train on the first N training images only (default: all)")
-    parser.add_argument("--jit", default="auto", choices=["auto", "on", "off"],
-                        help="compile the training loop with XLA (auto: as measured best per network)")
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
-                        help="Keras dtype policy; the mixed ones change numerics (for GPUs)")
+    """One flag per RunConfig field (left out of the result when not given), then the flags of this command."""
+    parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
+    for item in fields(RunConfig):
+        metadata = item.metadata
+        help_text = f"{metadata['help']} (default: {item.default})" if item.default is not None else metadata["help"]
+        if metadata["choices"] is not None:
+            parser.add_argument(f"--{item.name}", choices=metadata["choices"](), help=help_text,
+                                default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f"--{item.name}", type=value_parser(item.name, metadata["parse"]), help=help_text,
+                                default=argparse.SUPPRESS)
     parser.add_argument("--resume", default=None, metavar="CONFIG_JSON",
-                        help="continue the interrupted run of this Config_ID<id>.json (other flags ignored)")
+                        help="continue the run of this Config_ID<id>.json from its last finished epoch; "
+                             "with --maxepochs N, extend a finished run to N epochs (other settings are refused)")
     parser.add_argument("--verbose", action="store_true", help="Keras progress bar during each epoch")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard summaries per epoch under the run's directory (needs TensorFlow)")
     return parser
 
 
-def new_config(args: argparse.Namespace) -> dict:
-    """The resolved configuration of a new run; ValueError for combinations that make no sense."""
-    training_type = training_types.get(args.traintype)
-    masktype = training_type.resolve_mask_type(args.masktype)
-    datasets.resolve_data_directory(args.datadir)
-    return {
-        "nettype": args.nettype, "traintype": training_type.name, "initializer": args.initializer,
-        "activation": args.activation, "masktype": masktype, "batchsize": args.batchsize,
-        "maxepochs": args.maxepochs, "seed": args.seed or draw_seed(), "requestedSeed": args.seed,
-        "p1": args.p1, "lr": args.lr, "outputpath": args.outputpath,
-        "dataset": args.dataset or networks.get(args.nettype).default_dataset, "datadir": args.datadir,
-        "trainsize": args.trainsize, "jit": args.jit, "precision": args.precision,
-        "changedMeans": training_type.changed_means, "runId": runlog.new_run_id(),
-        "versions": library_versions(), "startTime": now(), "status": "running",
-    }
+def given_settings(args: argparse.Namespace) -> dict:
+    """The settings given on the command line (argparse leaves the others out)."""
+    return {item.name: getattr(args, item.name) for item in fields(RunConfig) if hasattr(args, item.name)}
 
 
-def run_files_for(config: dict) -> runlog.RunFiles:
-    """The new run's files, after checking that its directory can be created and written."""
-    directory = runlog.experiment_directory(
-        config["outputpath"], config["traintype"], config["nettype"], config["p1"], config["masktype"],
-        config["activation"], config["initializer"], config["lr"])
-    files = runlog.RunFiles(directory, config["runId"])
+def resolve_run(args: argparse.Namespace):
+    """The settings, configuration record and files of the run to train; ValueError for bad input."""
+    import datasets
+    import runlog
+    from training.run import new_record, read_record
+    given = given_settings(args)
+    if args.resume is not None:
+        if not args.resume.strip():
+            raise ValueError("--resume needs the path of a Config_ID<id>.json file")
+        other = sorted(set(given) - {"maxepochs"})
+        if other:
+            raise ValueError(f"--resume takes its settings from the file; only --maxepochs (to extend) may be "
+                             f"given, not --{other[0]}")
+        files = runlog.RunFiles.from_config_path(args.resume)
+        settings, record = read_record(files)
+        if "maxepochs" in given:
+            settings = replace(settings, maxepochs=given["maxepochs"])
+        return settings, record, files
+    settings = RunConfig(**given).resolved("command line")
+    datasets.resolve_data_directory(settings.datadir)
+    record = new_record(settings)
+    settings = RunConfig.from_dict(record, "command line")
+    return settings, record, runlog.RunFiles(settings.experiment_directory(), record["runId"])
+
+
+def already_finished(settings: RunConfig, record: dict, files) -> bool:
+    """Whether `--resume` has nothing to do: the run finished and no more epochs are asked for."""
+    import runlog
+    if record.get("status") != "finished":
+        return False
+    return len(runlog.read_log(files.log_json)["testAccuracy"]) - 1 >= settings.maxepochs
+
+
+def callbacks_for(args: argparse.Namespace, files) -> list:
+    """The Keras callbacks the flags ask for."""
+    if not args.tensorboard:
+        return []
     try:
-        runlog.write_json(files.config, config)
+        from training.summaries import ConnectivitySummaries
+    except ImportError:
+        print(f"{PROG}: --tensorboard needs TensorFlow, which cannot be imported here; training without it",
+              file=sys.stderr)
+        return []
+    return [ConnectivitySummaries(files.directory / f"TensorBoard_ID{files.run_id}")]
+
+
+def prepare_output(files, record: dict, outputpath: str) -> None:
+    """Create the run's directory and write its configuration: the check that the output path is writable."""
+    import runlog
+    try:
+        runlog.write_json(files.config, record)
     except OSError as error:
-        raise OSError(f"cannot write to output path {config['outputpath']}: {error.strerror}") from None
-    return files
+        raise ValueError(f"cannot write to output path {outputpath}: {error.strerror or error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    files = None
     try:
-        if args.resume:
-            files = runlog.RunFiles.from_config_path(args.resume)
-            config = runlog.read_json(Path(args.resume))
-            if config.get("status") == "finished":
+        backends.check_supported()
+        backends.load_keras()
+        args = build_parser().parse_args(argv)
+        import datasets
+        import runlog
+        from training.run import Run, RunFailed
+        try:
+            settings, record, files = resolve_run(args)
+            if args.resume is not None and already_finished(settings, record, files):
                 print(f"run {files.run_id} already finished; nothing to do")
                 return 0
-        else:
-            config = new_config(args)
-            files = run_files_for(config)
-        print(f"run {files.run_id}: {files.directory} (seed {config['seed']})")
-        Run(config, files, verbose=args.verbose).train()
-    except RunFailed as failure:
-        print(f"MaskTrainer.py: run stopped: {failure}", file=sys.stderr)
-        return EXIT_RUN_FAILED
-    except (ValueError, OSError, datasets.DataNotFoundError) as error:
-        print(f"MaskTrainer.py: error: {error}", file=sys.stderr)
+            run = Run(settings, record, files, verbose=args.verbose, callbacks=callbacks_for(args, files))
+            prepare_output(files, record, settings.outputpath)
+        except (ValueError, datasets.DataNotFoundError) as error:  # every bad input, found before any training
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"run {files.run_id}: {files.directory} (seed {settings.seed}, backend {record['backend']})")
+        try:
+            run.train()
+        except RunFailed as failure:
+            print(f"{PROG}: run stopped: {failure}", file=sys.stderr)
+            return EXIT_RUN_STOPPED
+        except runlog.RunLogError as error:  # a damaged checkpoint or log met on resuming: the run is left as it was
+            print(f"{PROG}: error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except OSError as error:  # a full disk: the files keep the last finished epoch
+            print(f"{PROG}: error: {error}; once fixed, continue with --resume {files.config}", file=sys.stderr)
+            return EXIT_FAILED
+        except Exception:  # noqa: BLE001  the run is already marked failed with the reason
+            traceback.print_exc()
+            print(f"{PROG}: run {files.run_id} failed; its configuration records why", file=sys.stderr)
+            return EXIT_FAILED
+    except ValueError as error:  # an unsupported backend
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print(f"\nMaskTrainer.py: interrupted; continue with --resume {files.config}", file=sys.stderr)
+        hint = f"; continue with --resume {files.config}" if files is not None and files.config.exists() else ""
+        print(f"\n{PROG}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return 0
 

@@ -7,6 +7,9 @@ writes it, with every raw timing, the machine and its load, to benchmarks/result
 
     python -m benchmarks.bench_training --datadir DIR [DIR ...]           # full run, ~15 min on 2 cores
     python -m benchmarks.bench_training --quick --datadir DIR [DIR ...]   # tiny sizes, under 2 minutes
+    python -m benchmarks.bench_training --backend jax --networks LeNet ...  # the same rows on JAX
+
+The backend is Keras's (`--backend` sets KERAS_BACKEND before Keras loads); the matmul reference is NumPy's.
 
 BENCHMARKS.md holds a full run's table and what it shows.
 """
@@ -26,16 +29,23 @@ from typing import Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+BACKEND_FLAG = argparse.ArgumentParser(add_help=False)
+BACKEND_FLAG.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
+_chosen = BACKEND_FLAG.parse_known_args()[0].backend if __name__ == "__main__" else None
+if _chosen:
+    os.environ["KERAS_BACKEND"] = _chosen  # before Keras loads: the Keras way of choosing a backend
 
-import keras  # noqa: E402  (the environment variable above must be set before TensorFlow loads)
+import keras  # noqa: E402  (the environment variables above must be set before Keras loads its backend)
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import datasets  # noqa: E402
 import networks  # noqa: E402
-from masks import TRAINING_TYPES, masked_layers, training_types  # noqa: E402
-from training.run import epoch_order, use_jit  # noqa: E402
-from training.steps import CompiledSteps  # noqa: E402
+from masks import masked_layers  # noqa: E402
+from training import backends, types as training_types  # noqa: E402
+from training.run import epoch_order  # noqa: E402
+from training.types import TRAINING_TYPES  # noqa: E402
+
+BACKEND = backends.current()
 
 LEARNING_RATE = 1e-3
 SEED = 1
@@ -47,7 +57,7 @@ CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_b
 class Variant:
     """One row of a section: a training type trained by the project's loop or by Keras `model.fit`."""
     traintype: str
-    trainer: str = "project"  # "project": training.steps.CompiledSteps as MaskTrainer runs it; "fit"
+    trainer: str = "project"  # "project": the backend's CompiledSteps as MaskTrainer runs it; "fit"
     jit: str = "auto"  # project: the --jit setting
     fit_options: tuple[tuple[str, object], ...] = ()  # fit: `model.compile` arguments beyond the defaults
     note: str = ""  # how the row differs from the project's rows
@@ -78,6 +88,8 @@ def variants(network: str, traintypes: tuple[str, ...], jit: str, determinism: b
     op determinism is on, so its XLA rows are timed only with `--no-determinism`.
     """
     other = "off" if use_jit(jit, network) else "on"
+    if BACKEND.NAME == "jax" and other == "off":  # JAX without jit runs op by op: no row worth timing
+        return tuple(Variant(name, jit=jit) for name in traintypes)
     rows = tuple(Variant(name, jit=jit) for name in traintypes) + (
         Variant("FreePruning", jit=other, note=f"XLA {other}"),)
     if network != "LeNet":
@@ -105,14 +117,26 @@ def sections(quick: bool, jit: str, determinism: bool) -> list[Section]:
     sizes = ([("LeNet", 25, 2500, every), ("Conv2", 25, 50, every), ("Conv2", 128, 256, pair)] if quick
              else [("LeNet", 25, 55000, every), ("Conv2", 25, 800, every), ("Conv2", 128, 1024, pair),
                    ("Conv6", 25, 400, every), ("Conv6", 128, 384, pair)])
+    if BACKEND.device() == "GPU" and not quick:  # a GPU step takes well under a millisecond: time whole epochs
+        sizes = [(network, batch, 45000, types) for network, batch, _, types in sizes]
     return [Section(network, batch, images, variants(network, types, jit, determinism))
             for network, batch, images, types in sizes]
+
+
+def use_jit(jit: str, network: str) -> bool:
+    return BACKEND.use_jit(jit, networks.get(network).convolutional)
+
+
+def make_steps(model: keras.Model, network: str, x: np.ndarray, y: np.ndarray, batch_size: int, jit: bool):
+    convolutional = networks.get(network).convolutional
+    return BACKEND.Steps(model, keras.optimizers.Adam(LEARNING_RATE), x, y, batch_size, jit,
+                         BACKEND.steps_per_call(jit, convolutional))
 
 
 def build_model(network: str, traintype: str, input_shape: tuple) -> keras.Model:
     """The network as MaskTrainer builds it for `traintype` with the default flags and a fixed seed."""
     training_type = training_types.get(traintype)
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(SEED)  # `fit` shuffles with the backend's generator, which determinism wants seeded
     return networks.build(network, input_shape,
                           mask_type=training_type.layer_mask_type(training_type.mask_types[0]), seed=SEED,
                           rewards_unchanged=training_type.rewards_unchanged)
@@ -122,7 +146,7 @@ def project_trainer(model: keras.Model, variant: Variant, network: str, x: np.nd
                     batch_size: int) -> tuple[Callable[[], None], dict]:
     """One epoch of the project's compiled loop, compiled beforehand, as `training.run.Run` trains it."""
     jit = use_jit(variant.jit, network)
-    steps = CompiledSteps(model, keras.optimizers.Adam(LEARNING_RATE), x, y, batch_size, jit)
+    steps = make_steps(model, network, x, y, batch_size, jit)
     order = epoch_order(SEED, 1, len(y))
     steps.compile(order)
     return lambda: steps.train_epoch(order), {"jit": jit, "steps_per_call": steps.steps_per_call}
@@ -141,16 +165,13 @@ def fit_trainer(model: keras.Model, variant: Variant, x: np.ndarray, y: np.ndarr
 
 
 def matmul_runner(size: int, count: int) -> Callable[[], None]:
-    """`count` float32 [size, size] matrix products, waited for: the machine's dense throughput."""
+    """`count` float32 [size, size] NumPy matrix products: the machine's dense throughput, whatever the backend."""
     generator = np.random.default_rng(0)
-    a, b = (tf.constant(generator.standard_normal((size, size), dtype=np.float32)) for _ in range(2))
-    product = tf.function(tf.matmul)
-    product(a, b).numpy()
+    a, b = (generator.standard_normal((size, size), dtype=np.float32) for _ in range(2))
 
     def run():
         for _ in range(count):
-            result = product(a, b)
-        result.numpy()
+            np.matmul(a, b)
     return run
 
 
@@ -250,7 +271,7 @@ def accuracy_check(data: datasets.Splits, epochs: int, images: int) -> dict:
     finals = []
     for name in ("project", "project_again"):
         model = build_model("LeNet", "FreePruning", x.shape[1:])
-        steps = CompiledSteps(model, keras.optimizers.Adam(LEARNING_RATE), x, y, 25, use_jit("auto", "LeNet"))
+        steps = make_steps(model, "LeNet", x, y, 25, use_jit("auto", "LeNet"))
         accuracies = []
         for epoch in range(1, epochs + 1):
             order = epoch_order(SEED, epoch, len(y))
@@ -258,7 +279,7 @@ def accuracy_check(data: datasets.Splits, epochs: int, images: int) -> dict:
             steps.train_epoch(order)
             accuracies.append(classification_accuracy(model, data.x_test, data.y_test))
         result[name] = accuracies
-        finals.append([variable.numpy() for variable in model.weights])
+        finals.append([keras.ops.convert_to_numpy(variable) for variable in model.weights])
     result["bit_identical_repeat"] = all(np.array_equal(a, b) for a, b in zip(*finals))
     model = build_model("LeNet", "FreePruning", x.shape[1:])
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE),
@@ -280,9 +301,8 @@ def machine(determinism: bool) -> dict:
     return {
         "cpu": fields.get("model name", platform.processor()), "logical_cores": os.cpu_count(),
         "cpu_flags": [flag for flag in CPU_FLAGS if flag in flags],
-        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
-        "platform": platform.platform(), "python": platform.python_version(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "numpy": np.__version__, "op_determinism": determinism,
+        "device": BACKEND.device(), "backend": BACKEND.NAME, **BACKEND.versions(),
+        "platform": platform.platform(), "python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__, "op_determinism": determinism,
         "environment": {name: os.environ[name] for name in ("TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS",
                                                              "TF_XLA_FLAGS") if name in os.environ},
     }
@@ -336,7 +356,7 @@ def accuracy_lines(check: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[BACKEND_FLAG])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     parser.add_argument("--datadir", nargs="+", default=[os.environ.get(datasets.DATA_ENV, ".")],
                         help=f"folders holding mnist/ and cifar10/ (default: ${datasets.DATA_ENV})")
@@ -361,10 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True)
 
-    tf.get_logger().setLevel("ERROR")  # many models compiled in one process: retracing warnings are expected
     determinism = not args.no_determinism
     if determinism:
-        tf.config.experimental.enable_op_determinism()
+        BACKEND.enable_determinism()
     chosen = [section for section in sections(args.quick, args.jit, determinism)
               if args.networks is None or section.network in args.networks]
     mnist = load_splits("mnist", args.datadir, None)
@@ -389,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(report, indent=1))
     info = report["machine"]
     print(f"\n{info['cpu']}, {info['logical_cores']} logical cores, flags {' '.join(info['cpu_flags'])}; "
-          f"TF {info['tensorflow']}, Keras {info['keras']}; op determinism {'on' if determinism else 'off'}")
+          f"{info['backend']} on {info['device']}, Keras {info['keras']}; "
+          f"determinism {'on' if determinism else 'off'}")
     print(f"load average before {tuple(round(v, 2) for v in load_before)}, "
           f"after {tuple(round(v, 2) for v in report['load_average_after'])}\n")
     print(table(results))

@@ -1,7 +1,6 @@
-"""Mask functions, masked layers and training types: a Keras 3 library for training connectivity."""
+"""Mask functions and masked layers: a Keras 3 library for training connectivity."""
 from masks.functions import MASK_FUNCTIONS, binary_mask, rescaled_binary_mask, sign_mask
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, MaskedLayer, masked_layers
-from masks.training_types import TRAINING_TYPES, TrainingType
 
 __all__ = ["MASK_FUNCTIONS", "binary_mask", "rescaled_binary_mask", "sign_mask", "KeptFractionReward",
-           "MaskedConv2D", "MaskedDense", "MaskedLayer", "masked_layers", "TRAINING_TYPES", "TrainingType"]
+           "MaskedConv2D", "MaskedDense", "MaskedLayer", "masked_layers"]

@@ -24,10 +24,14 @@ def binary_mask(scores):
 
 
 def rescaled_binary_mask(scores):
-    """`mask_rs`: the binary mask times N / (1 + n_on), so a pruned layer keeps the size of its input."""
-    hard = ops.cast(ops.greater(scores, 0), scores.dtype)
-    scale = ops.cast(ops.size(scores), scores.dtype) / (1.0 + ops.sum(hard))
-    return _straight_through(scores, ops.stop_gradient(hard * scale))
+    """`mask_rs`: the binary mask times N / (1 + n_on), so a pruned layer keeps the size of its input.
+
+    N and n_on are counted in float32 whatever the compute dtype: in float16 a layer of over 65,504 weights
+    would make N infinite.
+    """
+    hard = ops.cast(ops.greater(scores, 0), "float32")
+    scale = ops.cast(ops.size(scores), "float32") / (1.0 + ops.sum(hard))
+    return _straight_through(scores, ops.stop_gradient(ops.cast(hard * scale, scores.dtype)))
 
 
 def sign_mask(scores):

@@ -14,10 +14,13 @@ _PACKAGE = "masktrainer"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class KeptFractionReward(keras.regularizers.Regularizer):
-    """The Min* loss term of one layer: -mean(m(S)), rewarding connections kept on or signs kept."""
+    """The Min* loss term of one layer: -mean(m(S)), rewarding connections kept on or signs kept.
+
+    Averaged in float32, like the cross-entropy it is added to, whatever the layer's compute dtype.
+    """
 
     def __call__(self, mask):
-        return -ops.mean(mask)
+        return -ops.mean(ops.cast(mask, "float32"))
 
     def get_config(self) -> dict:
         return {}

@@ -97,16 +97,18 @@ def conv_net(x, layers: MaskedLayerFactory, num_classes: int, block_filters: tup
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A registered network: its builder and the dataset it is trained on by default."""
+    """A registered network: its builder, the dataset it is trained on by default, and whether it convolves
+    (the training backends choose XLA and steps per compiled call by it, as measured in BENCHMARKS.md)."""
     builder: Callable
     default_dataset: str
+    convolutional: bool
 
 
 NETWORKS: dict[str, NetworkSpec] = {
-    "LeNet": NetworkSpec(lenet, "mnist"),
-    "Conv2": NetworkSpec(partial(conv_net, block_filters=(64,)), "cifar10"),
-    "Conv4": NetworkSpec(partial(conv_net, block_filters=(64, 128)), "cifar10"),
-    "Conv6": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256)), "cifar10"),
+    "LeNet": NetworkSpec(lenet, "mnist", convolutional=False),
+    "Conv2": NetworkSpec(partial(conv_net, block_filters=(64,)), "cifar10", convolutional=True),
+    "Conv4": NetworkSpec(partial(conv_net, block_filters=(64, 128)), "cifar10", convolutional=True),
+    "Conv6": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256)), "cifar10", convolutional=True),
 }
 
 

@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
+import numpy as np
+
 import MaskTrainer
 import runlog
 from training.run import Run
@@ -12,12 +15,11 @@ from training.run import Run
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_run(output: Path, data: Path, *flags: str) -> Run:
+def new_run(output: Path, data: Path, *flags: str, callbacks=None) -> Run:
     """A Run built exactly as `MaskTrainer.py --outputpath output --datadir data flags...` builds it."""
-    args = MaskTrainer.build_parser().parse_args(
-        ["--outputpath", str(output), "--datadir", str(data), *flags])
-    config = MaskTrainer.new_config(args)
-    return Run(config, MaskTrainer.run_files_for(config), print_line=lambda line: None)
+    args = MaskTrainer.build_parser().parse_args(["--outputpath", str(output), "--datadir", str(data), *flags])
+    settings, record, files = MaskTrainer.resolve_run(args)
+    return Run(settings, record, files, callbacks=callbacks, print_line=lambda line: None)
 
 
 def only_run(output: Path) -> runlog.RunFiles:
@@ -38,3 +40,23 @@ def comparable_log(path: Path) -> dict:
     log = json.loads(path.read_text())
     del log["epochSeconds"]
     return log
+
+
+def output_and_gradient(function, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`function(x)` returns (output, scalar): the output (an array or a tuple of arrays) and d scalar / d x at
+    x = `value`, on Keras's backend. The one place the tests differentiate, so gradient tests run on both backends.
+    """
+    if keras.backend.backend() == "jax":
+        import jax
+        (_, output), gradient = jax.value_and_grad(lambda x: tuple(reversed(function(x))), has_aux=True)(
+            jax.numpy.asarray(value))
+        return _numpy(output), np.asarray(gradient)
+    import tensorflow as tf
+    variable = tf.Variable(value)
+    with tf.GradientTape() as tape:
+        output, scalar = function(variable)
+    return _numpy(output), tape.gradient(scalar, variable).numpy()
+
+
+def _numpy(output):
+    return tuple(map(np.asarray, output)) if isinstance(output, tuple) else np.asarray(output)

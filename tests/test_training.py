@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import runlog
-from masks import TRAINING_TYPES, masked_layers
+from masks import masked_layers
+from training.types import TRAINING_TYPES
 from tests.helpers import new_run
 
 EPOCHS = 2

@@ -1,10 +1,14 @@
-"""One run from its configuration: build, train epoch by epoch, record, checkpoint, resume.
+"""One run from its configuration: build, train epoch by epoch, record, checkpoint, resume, extend.
 
-The configuration dict (what `Config_ID<id>.json` holds) is the single description of a run; a resumed run
-is rebuilt from it alone. After every epoch the log is rewritten and then the checkpoint, so a run killed at
-any moment resumes from its last finished epoch and ends exactly where an uninterrupted run ends.
+A run is its `RunConfig` (the settings) plus a record of what happened (the seed drawn, the data read, the
+backend, the status); both go to `Config_ID<id>.json`, and a resumed run is rebuilt from that file alone.
+Nothing is written before the data is loaded and checked. After every epoch the log is rewritten and then the
+checkpoint, so a run killed at any moment resumes from its last finished epoch and ends exactly where an
+uninterrupted run ends. A finished run leaves its model (`Model_ID<id>.keras`, optimizer state included), from
+which `--resume` with a larger `--maxepochs` extends it.
 """
 import math
+import os
 import secrets
 import sys
 import time
@@ -13,24 +17,24 @@ from typing import Callable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 import datasets
+import initializers
 import networks
 import runlog
-from masks import masked_layers, training_types
-from training import checkpoint, statistics
-from training.steps import CompiledSteps
+from masks import masked_layers
+from training import backends, checkpoint, statistics
+from training.config import ConfigError, RunConfig
+from training.interrupts import DeferredInterrupt
 
-# Whether `--jit auto` compiles with XLA, per device and network (BENCHMARKS.md). On CPU XLA makes the LeNet
-# loop about 3 times faster and ConvN steps 15-26% faster; convolutional networks then take one step per
-# compiled call (training.steps.default_steps_per_call). GPU entries are not measured yet.
-JIT_AUTO = {"CPU": {"LeNet": True, "Conv2": True, "Conv4": True, "Conv6": True},
-            "GPU": {"LeNet": True, "Conv2": False, "Conv4": False, "Conv6": False}}
+CLAIM_ENV = "MASKTRAINER_CLAIM"  # a study runner's claim file, refreshed after every epoch (experiments)
+# The per-epoch values under Keras's names, for callbacks such as EarlyStopping(monitor="val_accuracy").
+KERAS_LOG_NAMES = {"trainLoss": "loss", "trainAccuracy": "accuracy", "valLoss": "val_loss",
+                   "valAccuracy": "val_accuracy", "testLoss": "test_loss", "testAccuracy": "test_accuracy"}
 
 
 class RunFailed(RuntimeError):
-    """The run stopped on its own (a NaN loss); the reason is in its log and configuration."""
+    """The run stopped on its own (a loss or accuracy that is not finite); the reason is in its files."""
 
 
 def draw_seed() -> int:
@@ -38,25 +42,40 @@ def draw_seed() -> int:
     return secrets.randbelow(2**31 - 2) + 1
 
 
-def use_jit(jit: str, nettype: str) -> bool:
-    if jit != "auto":
-        return jit == "on"
-    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    return JIT_AUTO[device][nettype]
-
-
 def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
     """The shuffle of epoch `epoch`: a function of (seed, epoch) alone, so resuming needs no RNG state."""
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def library_versions() -> dict[str, str]:
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__}
+def library_versions(backend) -> dict[str, str]:
+    return {"python": sys.version.split()[0], "keras": keras.__version__, "numpy": np.__version__,
+            **backend.versions()}
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_record(settings: RunConfig) -> dict:
+    """The configuration file of a new run: its settings (seed drawn, dataset named) and the record fields."""
+    backend = backends.current()
+    seed = settings.seed or draw_seed()
+    return {**settings.to_dict(), "seed": seed, "requestedSeed": settings.seed, "dataset": settings.dataset_name(),
+            "changedMeans": settings.training_type.changed_means, "runId": runlog.new_run_id(),
+            "backend": backend.NAME, "versions": library_versions(backend), "startTime": now(), "status": "running"}
+
+
+def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
+    """A configuration file to resume: its settings, checked like the command line's, and the whole record."""
+    record = runlog.read_json(files.config)
+    settings = RunConfig.from_dict(record, str(files.config), complete=True)
+    if settings.seed == 0 or settings.dataset is None:
+        raise ConfigError(f"{files.config}: records no seed or dataset; it was not written by MaskTrainer")
+    backend = record.get("backend", "tensorflow")  # files from before the JAX backend were all TensorFlow's
+    if backend != backends.current().NAME:
+        raise ConfigError(f"{files.config}: run {files.run_id} was trained with KERAS_BACKEND={backend}; "
+                          f"resume it with that backend")
+    return settings, record
 
 
 def new_log(layer_names: list[str]) -> dict:
@@ -65,112 +84,187 @@ def new_log(layer_names: list[str]) -> dict:
     return log
 
 
-class Run:
-    """A run being trained: the model, its compiled steps, the data and the files it writes."""
+def refresh_claim() -> None:
+    """Touch the study runner's claim file, if this run was started under one, to show the run is alive."""
+    claim = os.environ.get(CLAIM_ENV)
+    if claim and os.path.exists(claim):
+        os.utime(claim)
 
-    def __init__(self, config: dict, files: runlog.RunFiles, verbose: bool = False,
+
+class Run:
+    """A run being trained: the model, its compiled steps, the data and the files it writes.
+
+    The constructor loads and checks the data and builds the model; it writes nothing. `train()` writes.
+    """
+
+    def __init__(self, settings: RunConfig, record: dict, files: runlog.RunFiles, verbose: bool = False,
                  callbacks: list[keras.callbacks.Callback] | None = None,
                  print_line: Callable[[str], None] = print):
-        self.config, self.files, self.verbose, self.print_line = config, files, verbose, print_line
-        keras.utils.set_random_seed(config["seed"])
-        tf.config.experimental.enable_op_determinism()
-        keras.mixed_precision.set_global_policy(config["precision"])
-        raw, source = datasets.load_raw(config["dataset"], datasets.resolve_data_directory(config["datadir"]))
-        self.data = datasets.preprocess(raw, config["trainsize"])
-        config.update(datasetSource=source, datasetSizes=self.data.sizes())
-        training_type = training_types.get(config["traintype"])
+        self.settings, self.record, self.files = settings, record, files
+        self.verbose, self.print_line = verbose, print_line
+        self.backend = backends.current()
+        self.backend.enable_determinism()  # every draw is seeded explicitly (weights, scores, shuffles): no global seed
+        keras.mixed_precision.set_global_policy(settings.precision)
+        raw, source = datasets.load_raw(settings.dataset, datasets.resolve_data_directory(settings.datadir))
+        self.data = datasets.preprocess(raw, settings.trainsize)
+        record.update(datasetSource=source, datasetSizes=self.data.sizes())
+        training_type = settings.training_type
+        network = networks.get(settings.nettype)
         self.model = networks.build(
-            config["nettype"], self.data.x_train.shape[1:], activation=config["activation"],
-            mask_type=training_type.layer_mask_type(config["masktype"]), initializer=config["initializer"],
-            p1=config["p1"], seed=config["seed"], rewards_unchanged=training_type.rewards_unchanged)
-        self.optimizer = keras.optimizers.Adam(learning_rate=config["lr"])
-        config.setdefault("jitCompiled", use_jit(config["jit"], config["nettype"]))  # a resumed run keeps its own
-        self.steps = CompiledSteps(self.model, self.optimizer, self.data.x_train, self.data.y_train,
-                                   config["batchsize"], config["jitCompiled"])
+            settings.nettype, self.data.x_train.shape[1:], activation=settings.activation,
+            mask_type=training_type.layer_mask_type(settings.masktype), initializer=settings.initializer,
+            p1=settings.p1, seed=settings.seed, rewards_unchanged=training_type.rewards_unchanged)
+        # Named explicitly: Keras numbers unnamed optimizers per process (adam_2, ...), and the checkpoint keys
+        # are variable paths, which start with the optimizer's name.
+        self.optimizer = keras.optimizers.Adam(learning_rate=settings.lr, name="adam")
+        if settings.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
+            self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
+        # The model carries its optimizer, as under `fit`: callbacks read it, and the saved model includes it.
+        self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
+        record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))  # kept on resume
+        self.steps = self.backend.Steps(
+            self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
+            record["jitCompiled"], self.backend.steps_per_call(record["jitCompiled"], network.convolutional))
         self.initial_mask_signs = {name: np.sign(mask) for name, mask in
                                    statistics.current_masks(self.model).items()}
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
+        self.interrupt = DeferredInterrupt()
 
-    def record_epoch(self, log: dict, seconds: float) -> None:
-        """Evaluate the three sets and the masks, and append one epoch to `log`."""
+    def preprocessing(self) -> dict[str, np.ndarray]:
+        """What turns raw pixels into the network's input: x / 255, minus the mean image, over std, times input_scale."""
+        shapes = [tuple(layer.kernel.shape) for layer in masked_layers(self.model)]
+        return {"mean_image": self.data.mean_image, "std": np.float32(self.data.std),
+                "input_scale": np.float32(initializers.get(self.settings.initializer).input_scale(shapes))}
+
+    def record_epoch(self, log: dict, epoch: int, seconds: float) -> None:
+        """Evaluate the three sets and the masks, and append epoch `epoch` to `log`; RunFailed if not finite."""
+        values = {}
         for prefix, x, y in (("train", self.data.x_train, self.data.y_train),
                              ("val", self.data.x_val, self.data.y_val),
                              ("test", self.data.x_test, self.data.y_test)):
-            loss, accuracy = self.steps.evaluate(x, y)
-            log[f"{prefix}Loss"].append(loss)
-            log[f"{prefix}Accuracy"].append(accuracy)
+            values[f"{prefix}Loss"], values[f"{prefix}Accuracy"] = self.steps.evaluate(x, y)
+        not_finite = [key for key, value in values.items() if not math.isfinite(value)]
+        if not_finite:
+            raise RunFailed(f"{not_finite[0]} became {values[not_finite[0]]} at epoch {epoch}")
         stats = statistics.mask_statistics(self.model, self.initial_mask_signs)
-        log["remainingWeights"].append(stats.remaining_weights)
-        log["changedWeights"].append(stats.changed_weights)
+        values.update(remainingWeights=stats.remaining_weights, changedWeights=stats.changed_weights,
+                      epochSeconds=seconds)
+        for key in runlog.EPOCH_KEYS:
+            log[key].append(values[key])
         log["remainingWeightsPerLayer"].append(stats.per_layer)
-        log["epochSeconds"].append(seconds)
         log["totalWeights"] = stats.total_weights
 
-    def resume_point(self) -> tuple[dict, int]:
-        """The log to continue and the last finished epoch (0 and a new log for a fresh run)."""
-        if self.files.checkpoint.exists() and self.files.log_json.exists():
-            epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer)
-            log = runlog.read_log(self.files.log_json)
-            if len(log["testAccuracy"]) <= epoch:
-                raise runlog.RunLogError(f"{self.files.log_json}: fewer epochs than its checkpoint")
-            for key in runlog.EPOCH_KEYS + ("remainingWeightsPerLayer",):
-                del log[key][epoch + 1:]
-            return log, epoch
+    def restore(self) -> tuple[dict, int] | None:
+        """The log to continue and its last finished epoch, from the checkpoint, else from a finished run's
+        model (to extend it); None when there is nothing to continue."""
+        if self.files.checkpoint.exists():
+            epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
+                                       owner=(self.files.run_id, self.settings.digest()))
+        elif self.record.get("status") == "finished" and self.files.model.exists():
+            checkpoint.restore_from_model(self.files.model, self.model, self.optimizer)
+            epoch = None  # a finished run's model is the state after its last logged epoch
+        else:
+            return None
+        log = runlog.read_log(self.files.log_json)
+        epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
+        if len(log["testAccuracy"]) <= epoch:
+            raise runlog.RunLogError(f"{self.files.log_json}: fewer epochs than its checkpoint")
+        for key in runlog.EPOCH_KEYS + ("remainingWeightsPerLayer",):
+            del log[key][epoch + 1:]
+        log["status"] = "running"
+        return log, epoch
+
+    def start(self) -> tuple[dict, int]:
+        """Epoch 0 of a new run: the untrained network evaluated, its weights and preprocessing saved."""
         log = new_log([layer.name for layer in masked_layers(self.model)])
-        self.record_epoch(log, 0.0)
+        self.record_epoch(log, 0, 0.0)
         runlog.write_npz(self.files.weights, statistics.kernels(self.model))
+        runlog.write_npz(self.files.preprocessing, self.preprocessing())
         runlog.write_log(self.files, log)
         self.print_line(self.summary_line(log, 0))
         return log, 0
 
     def summary_line(self, log: dict, epoch: int) -> str:
-        changed_means = self.config["changedMeans"]
+        changed_means = self.record["changedMeans"]
         changed = "" if changed_means == "none" else \
             f"{changed_means} {log['changedWeights'][epoch] / log['totalWeights']:7.2%}  "
-        return (f"epoch {epoch:3d}/{self.config['maxepochs']}  "
+        return (f"epoch {epoch:3d}/{self.settings.maxepochs}  "
                 f"loss {log['trainLoss'][epoch]:.4f}  acc train {log['trainAccuracy'][epoch]:.4f} "
                 f"val {log['valAccuracy'][epoch]:.4f} test {log['testAccuracy'][epoch]:.4f}  "
                 f"{changed}{log['epochSeconds'][epoch]:.1f} s")
 
     def train_epoch(self, epoch: int) -> float:
         """Train one epoch; returns its seconds (the training pass only)."""
-        order = epoch_order(self.config["seed"], epoch, len(self.data.y_train))
+        order = epoch_order(self.settings.seed, epoch, len(self.data.y_train))
         progress = None
         if self.verbose:
-            bar = keras.utils.Progbar(-(-len(order) // self.config["batchsize"]), stateful_metrics=["loss"])
+            bar = keras.utils.Progbar(-(-len(order) // self.settings.batchsize), stateful_metrics=["loss"])
             progress = lambda steps, loss: bar.update(steps, [("loss", loss)])  # noqa: E731
         self.steps.compile(order)
         start = time.perf_counter()
-        mean_loss = self.steps.train_epoch(order, progress)
+        mean_loss = self.steps.train_epoch(order, progress, between_calls=self.interrupt.check)
         seconds = time.perf_counter() - start
         if not math.isfinite(mean_loss):
             raise RunFailed(f"loss became {mean_loss} during epoch {epoch}")
         return seconds
 
-    def set_status(self, log: dict, status: str, reason: str | None = None) -> None:
-        log["status"] = status
-        self.config.update(status=status, endTime=now(), stopReason=reason)
-        runlog.write_log(self.files, log)
-        runlog.write_json(self.files.config, self.config)
+    def set_status(self, log: dict | None, status: str, reason: str | None = None) -> None:
+        """Record how the run ended, in its configuration and (when it has one) its log."""
+        self.record.update(status=status, endTime=now(), stopReason=reason)
+        if log is not None:
+            log["status"] = status
+            runlog.write_log(self.files, log)
+        runlog.write_json(self.files.config, self.record)
+
+    def keras_logs(self, log: dict, epoch: int) -> dict:
+        """The epoch's values for callbacks: Keras's names, the project's names, and the fraction changed."""
+        values = {key: log[key][epoch] for key in runlog.EPOCH_KEYS}
+        return {**{KERAS_LOG_NAMES[key]: values[key] for key in KERAS_LOG_NAMES}, **values,
+                "changed_fraction": log["changedWeights"][epoch] / log["totalWeights"]}
 
     def train(self) -> None:
-        """Train from the last finished epoch to `maxepochs`, writing the log after every epoch."""
-        runlog.write_json(self.files.config, self.config)
-        log, done = self.resume_point()
+        """Train from the last finished epoch to `maxepochs`, writing the log after every epoch.
+
+        A run that fails (a loss that is not finite, or any unexpected error) is marked `failed` with the reason
+        before the exception goes on; an interrupted one stays `running`, to be resumed.
+        """
+        log = None
+        try:
+            with self.interrupt:
+                runlog.clean_temporaries(self.files)
+                self.record.update(status="running", stopReason=None, maxepochs=self.settings.maxepochs)
+                runlog.write_json(self.files.config, self.record)
+                refresh_claim()
+                log, done = self.restore() or self.start()
+                self.interrupt.check()
+                self.train_epochs(log, done)
+        except (KeyboardInterrupt, OSError, runlog.RunLogError):
+            raise  # resumable (the files hold the last finished epoch), or a damaged file met on resuming
+        except Exception as error:
+            reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
+            self.set_status(log, "failed", reason)
+            raise
+
+    def train_epochs(self, log: dict, done: int) -> None:
         self.callbacks.on_train_begin()
-        for epoch in range(done + 1, self.config["maxepochs"] + 1):
+        stop_reason = None
+        for epoch in range(done + 1, self.settings.maxepochs + 1):
             self.callbacks.on_epoch_begin(epoch)
-            try:
-                seconds = self.train_epoch(epoch)
-            except RunFailed as failure:
-                self.set_status(log, "failed", str(failure))
-                raise
-            self.record_epoch(log, seconds)
+            seconds = self.train_epoch(epoch)
+            self.record_epoch(log, epoch, seconds)
             runlog.write_log(self.files, log)
-            checkpoint.save(self.files.checkpoint, self.model, self.optimizer, epoch)
+            checkpoint.save(self.files.checkpoint, self.model, self.optimizer, epoch,
+                            owner=(self.files.run_id, self.settings.digest()))
+            refresh_claim()
             self.print_line(self.summary_line(log, epoch))
-            self.callbacks.on_epoch_end(epoch, {key: log[key][epoch] for key in runlog.EPOCH_KEYS})
+            self.callbacks.on_epoch_end(epoch, self.keras_logs(log, epoch))
+            self.interrupt.check()
+            if self.model.stop_training:
+                stop_reason = f"stopped early by a callback after epoch {epoch} of {self.settings.maxepochs}"
+                self.print_line(f"run {self.files.run_id}: {stop_reason}")
+                break
         self.callbacks.on_train_end()
         runlog.write_npz(self.files.masks, statistics.current_masks(self.model))
-        self.set_status(log, "finished")
+        checkpoint.save_model(self.files.model, self.model)
+        self.set_status(log, "finished", stop_reason)
         self.files.checkpoint.unlink(missing_ok=True)

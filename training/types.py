@@ -1,4 +1,7 @@
-"""Training types (SPEC.md section 2): what is trained, which mask, and the Min* loss term."""
+"""Training types (SPEC.md section 2): what is trained, which mask, and the Min* loss term.
+
+Plain data with no Keras import, so the run configuration and the plotter can read it without loading a backend.
+"""
 from dataclasses import dataclass
 
 

@@ -1,10 +1,8 @@
-"""Compiled training and evaluation steps.
+"""The TensorFlow implementation of `CompiledSteps`: `tf.function` (XLA when `jit`) over a `tf.while_loop`.
 
-One compiled call runs many optimizer steps in a `tf.while_loop`, gathering each batch from the training
-set held as a tensor on the device: no input pipeline, no per-step Python, and no waiting for the host
-inside an epoch (the losses are summed on the device and read once at its end). The loop is built from
-the Keras model, its trainable variables and a Keras optimizer, so custom layers and losses (`add_loss`)
-work as they do under `model.fit`. BENCHMARKS.md measures what each of these choices buys.
+One compiled call runs many optimizer steps, gathering each batch from the training set held as a tensor on
+the device. The loop is built from the Keras model, its trainable variables and a Keras optimizer, so custom
+layers and losses (`add_loss`) work as they do under `model.fit`. BENCHMARKS.md measures what each choice buys.
 """
 from typing import Callable
 
@@ -12,43 +10,50 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from masks import MaskedConv2D
+from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
-EVALUATION_BATCH = 1000
-STEPS_PER_CALL = 100
+NAME = "tensorflow"
+# `--jit auto` per device (BENCHMARKS.md): on CPU XLA makes the LeNet loop about 3 times faster and ConvN steps
+# 15-26% faster; on GPU it is measured for no network yet, so only the dense networks take it.
+JIT_AUTO = {"CPU": {False: True, True: True}, "GPU": {False: True, True: False}}  # device -> convolutional -> jit
 
 
-def default_steps_per_call(model: keras.Model, jit: bool) -> int:
+def device() -> str:
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def enable_determinism() -> None:
+    tf.config.experimental.enable_op_determinism()
+
+
+def versions() -> dict[str, str]:
+    return {"tensorflow": tf.__version__}
+
+
+def use_jit(jit: str, convolutional: bool) -> bool:
+    return JIT_AUTO[device()][convolutional] if jit == "auto" else jit == "on"
+
+
+def steps_per_call(jit: bool, convolutional: bool) -> int:
     """STEPS_PER_CALL, but 1 (a call without a loop) for convolutional networks compiled by XLA on CPU.
 
-    XLA on CPU rewrites convolutions into the form its fast library kernels take only outside loops;
-    inside a loop it runs them as naive loops, over 20 times slower (BENCHMARKS.md). A one-step call costs
-    nothing noticeable next to a convolutional step.
+    XLA on CPU rewrites convolutions into the form its fast library kernels take only outside loops; inside a
+    loop it runs them as naive loops, over 20 times slower (BENCHMARKS.md). A one-step call costs nothing
+    noticeable next to a convolutional step.
     """
-    on_cpu = not tf.config.list_physical_devices("GPU")
-    has_convolutions = any(isinstance(layer, (MaskedConv2D, keras.layers.Conv2D)) for layer in model.layers)
-    return 1 if jit and on_cpu and has_convolutions else STEPS_PER_CALL
+    return 1 if jit and convolutional and device() == "CPU" else STEPS_PER_CALL
 
 
-class CompiledSteps:
-    """Training epochs and evaluations of one model, compiled once (with XLA when `jit`).
+class Steps(CompiledSteps):
+    """Compiled with `tf.function`; the state lives in the Keras variables throughout."""
 
-    `steps_per_call` optimizer steps run in one compiled call (default: `default_steps_per_call`).
-    """
-
-    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, x_train: np.ndarray,
-                 y_train: np.ndarray, batch_size: int, jit: bool, steps_per_call: int | None = None):
-        self.model = model
-        self.optimizer = optimizer
-        self.batch_size = batch_size
-        self.steps_per_call = steps_per_call or default_steps_per_call(model, jit)
+    def __init__(self, model, optimizer, x_train, y_train, batch_size, jit, steps_per_call):
+        super().__init__(model, optimizer, x_train, y_train, batch_size, jit, steps_per_call)
         self.x_train = tf.convert_to_tensor(x_train)
         self.y_train = tf.convert_to_tensor(y_train)
-        optimizer.build(model.trainable_variables)
         self._compiled_shapes: set[tuple[int, int]] = set()
         self._train_steps = tf.function(self._train_steps_python, jit_compile=jit)
-        self._evaluate_batch = tf.function(self._evaluate_batch_python, jit_compile=jit,
-                                           reduce_retracing=True)
+        self._evaluate_batch = tf.function(self._evaluate_batch_python, jit_compile=jit, reduce_retracing=True)
 
     def _train_step(self, indices):
         """One optimizer step on the training images at `indices`; returns the batch's cross-entropy.
@@ -64,6 +69,8 @@ class CompiledSteps:
             cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
             added = self.model.losses
             loss = (cross_entropy + tf.add_n(added)) if added else cross_entropy
+            if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+                loss = self.optimizer.scale_loss(loss)
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return cross_entropy
 
@@ -86,25 +93,9 @@ class CompiledSteps:
                                         tf.float32))
         return loss_sum, correct
 
-    def batches(self, order: np.ndarray) -> list[np.ndarray]:
-        """The epoch's index rows: full batches as one [steps, batch] array, then the partial batch, if any."""
-        full = len(order) // self.batch_size * self.batch_size
-        parts = [order[:full].reshape(-1, self.batch_size)]
-        if full < len(order):
-            parts.append(order[full:].reshape(1, -1))
-        return [part.astype(np.int32) for part in parts if len(part)]
-
-    def calls(self, order: np.ndarray) -> list[np.ndarray]:
-        """The epoch's batches grouped into the index arrays of its compiled calls, in training order."""
-        return [part[start:start + self.steps_per_call] for part in self.batches(order)
-                for start in range(0, len(part), self.steps_per_call)]
-
     def compile(self, order: np.ndarray) -> None:
-        """Compile the training calls for this epoch's shapes, leaving every variable as it was.
-
-        XLA compiles a function when it first runs, so each new shape runs once on a snapshot of the model
-        and optimizer variables, which is then restored exactly.
-        """
+        """XLA compiles a function when it first runs, so each new shape runs once on a snapshot of the model
+        and optimizer variables, which is then restored exactly."""
         shapes = [shape for shape in dict.fromkeys(call.shape for call in self.calls(order))
                   if shape not in self._compiled_shapes]
         if not shapes:
@@ -117,26 +108,22 @@ class CompiledSteps:
         for variable, value in zip(variables, snapshot):
             variable.assign(value)
 
-    def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None) -> float:
-        """One pass over the training images in `order`; returns the mean cross-entropy of its batches.
-
-        `on_progress(steps done, mean loss so far)` is called after every compiled call; it makes the host
-        wait for each call, so leave it out when only speed matters.
-        """
+    def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None,
+                    between_calls: Callable[[], None] | None = None) -> float:
         loss_sum, steps_done = tf.constant(0.0), 0
         for call in self.calls(order):
             loss_sum += self._train_steps(tf.constant(call))
             steps_done += len(call)
             if on_progress is not None:
                 on_progress(steps_done, float(loss_sum) / steps_done)
+            if between_calls is not None:
+                between_calls()
         return float(loss_sum) / max(steps_done, 1)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy over (x, y), in large batches."""
         loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for start in range(0, len(y), EVALUATION_BATCH):
-            batch_loss, batch_correct = self._evaluate_batch(x[start:start + EVALUATION_BATCH],
-                                                             y[start:start + EVALUATION_BATCH])
+        for part in evaluation_slices(len(y)):
+            batch_loss, batch_correct = self._evaluate_batch(x[part], y[part])
             loss_sum += batch_loss
             correct += batch_correct
         return float(loss_sum) / len(y), float(correct) / len(y)

@@ -1,0 +1,249 @@
+"""A run's life beyond one clean pass: resuming checks its files, extends a finished run, stops for callbacks,
+fails honestly, and never loses Ctrl-C."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import MaskTrainer
+import runlog
+from tests.helpers import REPO_ROOT, comparable_log, new_run, only_run, trainer_process
+from training import checkpoint
+
+SLICE = ["--trainsize", "1000"]
+
+
+def train(output, data, *flags) -> int:
+    return MaskTrainer.main(["--outputpath", str(output), "--datadir", str(data), *SLICE, *flags])
+
+
+def one_line_error(capsys) -> str:
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("MaskTrainer.py: error:") and "Traceback" not in error
+    return error
+
+
+@pytest.fixture
+def finished_run(tmp_path, mnist_directory) -> runlog.RunFiles:
+    assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "7") == 0
+    return only_run(tmp_path / "out")
+
+
+def unfinished(files: runlog.RunFiles) -> None:
+    """Mark a finished run as interrupted after epoch 1 (what a kill leaves), from its own saved model."""
+    config = json.loads(files.config.read_text())
+    config["status"] = "running"
+    runlog.write_json(files.config, config)
+    saved = keras.saving.load_model(files.model)
+    checkpoint.save(files.checkpoint, saved, saved.optimizer, 1, owner=(files.run_id, config_digest(files)))
+    files.model.unlink()
+
+
+def config_digest(files: runlog.RunFiles) -> str:
+    from training.config import RunConfig
+    return RunConfig.from_dict(json.loads(files.config.read_text()), "test", complete=True).digest()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lr", None, "missing setting 'lr'"),
+    ("trainsize", -5, "trainsize -5 is not a positive integer"),
+    ("activation", "tanh", "activation 'tanh' is not one of"),
+    ("p1", 2.0, "p1 2.0 is not a probability"),
+    ("precision", "fp8", "precision 'fp8' is not one of"),
+    ("lr", "abc", "lr 'abc' is not a positive number"),
+    ("batchsize", True, "batchsize True is not a positive integer"),
+    ("seed", 0, "records no seed"),
+    ("backend", "theano", "resume it with that backend"),
+])
+def test_resume_checks_every_value_of_the_configuration(finished_run, capsys, key, value, message):
+    config = json.loads(finished_run.config.read_text())
+    config["status"] = "running"
+    if value is None:
+        del config[key]
+    else:
+        config[key] = value
+    finished_run.config.write_text(json.dumps(config))
+    log_before = finished_run.log_json.read_text()
+    assert MaskTrainer.main(["--resume", str(finished_run.config)]) == 2
+    error = one_line_error(capsys)
+    assert str(finished_run.config) in error and message in error
+    assert finished_run.log_json.read_text() == log_before
+
+
+def test_resume_of_an_empty_path_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert MaskTrainer.main(["--resume", ""]) == 2
+    assert "--resume needs the path" in one_line_error(capsys)
+    assert not any(tmp_path.iterdir()), "no default run may start"
+
+
+def test_resume_refuses_settings_other_than_maxepochs(finished_run, capsys):
+    assert MaskTrainer.main(["--resume", str(finished_run.config), "--lr", "0.1"]) == 2
+    assert "not --lr" in one_line_error(capsys)
+
+
+def test_a_checkpoint_from_another_run_is_refused(tmp_path, mnist_directory, capsys):
+    for seed in ("7", "8"):
+        assert train(tmp_path / seed, mnist_directory, "--maxepochs", "1", "--seed", seed) == 0
+    mine, foreign = only_run(tmp_path / "8"), only_run(tmp_path / "7")
+    unfinished(mine)
+    unfinished(foreign)
+    shutil.copy(foreign.checkpoint, mine.checkpoint)
+    log_before = mine.log_json.read_text()
+    capsys.readouterr()
+    assert MaskTrainer.main(["--resume", str(mine.config), "--maxepochs", "2"]) == 2
+    error = one_line_error(capsys)
+    assert str(mine.checkpoint) in error and "belongs to another run" in error
+    assert mine.log_json.read_text() == log_before and json.loads(mine.config.read_text())["status"] == "running"
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(finished_run, tmp_path, mnist_directory):
+    unfinished(finished_run)
+    assert MaskTrainer.main(["--resume", str(finished_run.config), "--maxepochs", "2"]) == 0
+    assert train(tmp_path / "straight", mnist_directory, "--maxepochs", "2", "--seed", "7") == 0
+    assert comparable_log(finished_run.log_json) == comparable_log(only_run(tmp_path / "straight").log_json)
+
+
+def test_a_finished_run_extended_equals_a_straight_run(tmp_path, mnist_directory, capsys):
+    assert train(tmp_path / "extended", mnist_directory, "--maxepochs", "2", "--seed", "9",
+                 "--traintype", "MinPruning") == 0
+    files = only_run(tmp_path / "extended")
+    assert MaskTrainer.main(["--resume", str(files.config)]) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "4"]) == 0
+    assert train(tmp_path / "straight", mnist_directory, "--maxepochs", "4", "--seed", "9",
+                 "--traintype", "MinPruning") == 0
+    straight = only_run(tmp_path / "straight")
+    assert comparable_log(files.log_json) == comparable_log(straight.log_json)
+    masks, expected = runlog.read_npz(files.masks), runlog.read_npz(straight.masks)
+    assert all(np.array_equal(masks[key], expected[key]) for key in expected)
+    assert json.loads(files.config.read_text())["maxepochs"] == 4
+
+
+def test_early_stopping_ends_the_run_as_finished_with_the_reason(tmp_path, mnist_directory):
+    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", min_delta=1.0, patience=1)
+    run = new_run(tmp_path, mnist_directory, *SLICE, "--maxepochs", "5", "--seed", "3", callbacks=[stopper])
+    run.train()
+    config, log = json.loads(run.files.config.read_text()), runlog.read_log(run.files.log_json)
+    assert config["status"] == "finished" and "stopped early" in config["stopReason"]
+    assert len(log["testAccuracy"]) == 3 and stopper.stopped_epoch == 2
+
+
+def test_keras_tensorboard_callback_writes_event_files(tmp_path, mnist_directory):
+    pytest.importorskip("tensorflow")
+    board = keras.callbacks.TensorBoard(log_dir=str(tmp_path / "board"))
+    new_run(tmp_path, mnist_directory, *SLICE, "--maxepochs", "1", "--seed", "3", callbacks=[board]).train()
+    assert list((tmp_path / "board").rglob("events.out.tfevents.*"))
+
+
+def test_tensorboard_flag_writes_connectivity_summaries(tmp_path, mnist_directory):
+    tf = pytest.importorskip("tensorflow")
+    assert train(tmp_path, mnist_directory, "--maxepochs", "2", "--seed", "3", "--tensorboard") == 0
+    (events,) = only_run(tmp_path).directory.rglob("events.out.tfevents.*")
+    tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events)) for value in event.summary.value}
+    assert {"epoch/val_accuracy", "epoch/test_loss", "epoch/changed_fraction", "kept_fraction/dense_1",
+            "scores/dense_3"} <= tags
+
+
+def test_an_unexpected_error_shows_its_traceback_and_marks_the_run_failed(tmp_path, mnist_directory, capsys,
+                                                                           monkeypatch):
+    from training import run as run_module
+    calls = []
+    real = run_module.statistics.mask_statistics
+
+    def broken(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise TypeError("an internal bug")
+        return real(*args)
+    monkeypatch.setattr(run_module.statistics, "mask_statistics", broken)
+    assert train(tmp_path, mnist_directory, "--maxepochs", "2", "--seed", "3") == 1
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "TypeError: an internal bug" in error
+    config = json.loads(only_run(tmp_path).config.read_text())
+    assert config["status"] == "failed" and config["stopReason"] == "TypeError: an internal bug"
+
+
+def test_a_logged_value_that_is_not_finite_stops_the_run(tmp_path, mnist_directory, capsys, monkeypatch):
+    from training import backends
+    steps_class = backends.current().Steps
+    real = steps_class.evaluate
+    monkeypatch.setattr(steps_class, "evaluate", lambda self, x, y: (
+        (float("nan"), real(self, x, y)[1]) if len(y) == 5000 and self.model.optimizer.iterations > 0
+        else real(self, x, y)))
+    assert train(tmp_path, mnist_directory, "--maxepochs", "2", "--seed", "3") == 3
+    assert "valLoss became nan at epoch 1" in capsys.readouterr().err
+    files = only_run(tmp_path)
+    log = runlog.read_log(files.log_json)  # standard JSON: no NaN was written
+    assert len(log["testAccuracy"]) == 1 and json.loads(files.config.read_text())["status"] == "failed"
+
+
+def test_damaged_data_leaves_no_run_files(tmp_path, capsys):
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    source = REPO_ROOT.parent / "shared" / "data" / "mnist"
+    for path in source.glob("*.gz"):
+        shutil.copy(path, tmp_path / "data" / "mnist" / path.name)
+    labels = tmp_path / "data" / "mnist" / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(labels.read_bytes()[:100])
+    assert MaskTrainer.main(["--datadir", str(tmp_path / "data"), "--outputpath", str(tmp_path / "out")]) == 2
+    assert str(labels) in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_network_added_to_the_registry_trains_through_the_cli_with_defaults(tmp_path, mnist_directory,
+                                                                              monkeypatch):
+    import networks
+
+    def tiny(x, layers, num_classes):
+        return layers.classifier(num_classes)(keras.layers.Flatten()(x))
+    monkeypatch.setitem(networks.NETWORKS, "Tiny", networks.NetworkSpec(tiny, "mnist", convolutional=False))
+    assert train(tmp_path, mnist_directory, "--nettype", "Tiny", "--maxepochs", "1") == 0
+    log = runlog.read_log(only_run(tmp_path).log_json)
+    assert log["totalWeights"] == 784 * 10 and len(log["testAccuracy"]) == 2 and log["changedWeights"][-1] > 0
+
+
+def test_a_default_changed_in_run_config_is_seen_everywhere(tmp_path):
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO_ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "Outputs", "__pycache__", ".data"))
+    config = copy / "training" / "config.py"
+    config.write_text(config.read_text().replace('setting(1e-3, "Adam learning rate"', 'setting(0.003, "Adam learning rate"'))
+    check = ("import MaskTrainer, Plotter, experiments\n"
+             "args = MaskTrainer.build_parser().parse_args([])\n"
+             "assert MaskTrainer.resolve_run(args)[0].lr == 0.003\n"
+             "assert 'LR0.003' in str(Plotter.DEFAULT_EXPERIMENT)\n"
+             "assert experiments.setting({}, 'lr') == 0.003\n")
+    result = subprocess.run([sys.executable, "-c", check], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def wait_for_line(process, prefix: str) -> None:
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line starting {prefix!r}")
+
+
+@pytest.mark.parametrize("moment", ["loading 0.3 s", "loading 2 s", "epoch 0", "epoch 1", "epoch 1 + 0.3 s"])
+def test_ctrl_c_always_stops_the_run_cleanly(tmp_path, mnist_directory, moment):
+    process = trainer_process("--datadir", str(mnist_directory), "--outputpath", str(tmp_path), "--trainsize",
+                              "20000", "--maxepochs", "6", "--seed", "4")
+    if moment.startswith("loading"):
+        time.sleep(float(moment.split()[1]))
+    else:
+        wait_for_line(process, f"epoch {int(moment.split()[1]):3d}/6")
+        if "+" in moment:
+            time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    output, error = process.communicate(timeout=120)
+    assert process.returncode == 130, (output, error)
+    assert "Traceback" not in error and "interrupted" in error
+    configs = list(tmp_path.rglob("Config_ID*.json"))
+    if configs:
+        assert json.loads(configs[0].read_text())["status"] == "running"
+        assert "epoch   6/6" not in output

@@ -1,0 +1,187 @@
+"""One definition of a run's settings: every field, its default, its choices and its check.
+
+MaskTrainer's command line, the study runner, Plotter's default directory and the `Config_ID<id>.json` file all
+read `RunConfig`, so a default changed here changes everywhere. The choices come from the registries, imported
+only when they are asked for: reading the defaults loads no Keras. Every value, from the command line, a study
+file or a configuration file being resumed, passes the same checks and fails with one line naming it.
+"""
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import runlog
+from training import types as training_types
+
+
+class ConfigError(ValueError):
+    """A setting that is missing, of the wrong type or out of range; the message is one line naming it."""
+
+
+def _network_names() -> list[str]:
+    import networks
+    return list(networks.NETWORKS)
+
+
+def _initializer_names() -> list[str]:
+    import initializers
+    return list(initializers.INITIALIZERS)
+
+
+def _activation_names() -> list[str]:
+    import networks
+    return list(networks.ACTIVATIONS)
+
+
+def _mask_type_names() -> list[str]:
+    import masks
+    return list(masks.MASK_FUNCTIONS)
+
+
+def _dataset_names() -> list[str]:
+    import datasets
+    return list(datasets.DATASETS)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# A check returns what the value must be (for the message) when it fails, else None.
+def positive_integer(value) -> str | None:
+    return None if _is_int(value) and value > 0 else "a positive integer"
+
+
+def positive_number(value) -> str | None:
+    return None if _is_number(value) and value > 0 else "a positive number"
+
+
+def probability(value) -> str | None:
+    return None if _is_number(value) and 0 <= value <= 1 else "a probability in [0, 1]"
+
+
+def seed_value(value) -> str | None:
+    return None if _is_int(value) and 0 <= value < 2**31 else "a seed in [0, 2^31)"
+
+
+def text(value) -> str | None:
+    return None if isinstance(value, str) and value else "a non-empty string"
+
+
+def setting(default, help: str, *, check: Callable | None = None, choices: Callable[[], list[str]] | None = None,
+            parse: type = str, optional: bool = False):
+    """A dataclass field with what argparse and the checks need: help, choices or check, and the text parser."""
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices, "parse": parse,
+                                            "optional": optional})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings of one run (the flags of MaskTrainer.py); the seed, data and outcome are recorded beside them."""
+    nettype: str = setting("LeNet", "network", choices=_network_names)
+    traintype: str = setting("FreePruning", "FreeFlipping is another name for SignFlipping",
+                             choices=training_types.names)
+    initializer: str = setting("he", "distribution of the frozen weights", choices=_initializer_names)
+    activation: str = setting("relu", "hidden-layer activation", choices=_activation_names)
+    masktype: str | None = setting(None, "default: mask for pruning types and Baseline, flip for flipping types",
+                                   choices=_mask_type_names, optional=True)
+    batchsize: int = setting(25, "mini-batch size", check=positive_integer, parse=int)
+    maxepochs: int = setting(20, "epochs to train", check=positive_integer, parse=int)
+    seed: int = setting(0, "0 draws a fresh seed and records it", check=seed_value, parse=int)
+    p1: float = setting(0.5, "probability of a positive weight (heconstant, binary)", check=probability, parse=float)
+    lr: float = setting(1e-3, "Adam learning rate", check=positive_number, parse=float)
+    outputpath: str = setting("Outputs", "root of the results tree", check=text)
+    dataset: str | None = setting(None, "default: mnist for LeNet, cifar10 for ConvN", choices=_dataset_names,
+                                  optional=True)
+    datadir: str | None = setting(None, "folder with mnist/, cifar10/, fashion-mnist/ (default: $MASKTRAINER_DATA)",
+                                  check=text, optional=True)
+    trainsize: int | None = setting(None, "train on the first N training images only (default: all)",
+                                    check=positive_integer, parse=int, optional=True)
+    jit: str = setting("auto", "compile the training loop with XLA (auto: as measured best per backend and device)",
+                       choices=lambda: ["auto", "on", "off"])
+    precision: str = setting("float32", "Keras dtype policy; the mixed ones change numerics (for GPUs)",
+                             choices=lambda: ["float32", "mixed_float16", "mixed_bfloat16"])
+
+    @staticmethod
+    def problem(name: str, value) -> str | None:
+        """Why `value` cannot be setting `name` (one phrase), or None when it can."""
+        metadata = _FIELDS[name].metadata
+        if value is None and metadata["optional"]:
+            return None
+        if metadata["choices"] is not None:
+            choices = metadata["choices"]()
+            return None if value in choices else f"not one of {', '.join(map(str, choices))}"
+        requirement = metadata["check"](value)
+        return None if requirement is None else f"not {requirement}"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str, complete: bool = False) -> "RunConfig":
+        """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
+
+        `complete`: every setting must be present (a configuration file); else missing ones take defaults
+        (a study's grid point). Each value is checked; ConfigError names `source` and the setting.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table of settings")
+        missing = [name for name in _FIELDS if name not in data]
+        if complete and missing:
+            raise ConfigError(f"{source}: missing setting {missing[0]!r}")
+        values = {name: data[name] for name in _FIELDS if name in data}
+        for name, value in values.items():
+            if _FIELDS[name].metadata["parse"] is float and _is_int(value):
+                values[name] = value = float(value)
+            reason = cls.problem(name, value)
+            if reason:
+                raise ConfigError(f"{source}: {name} {value!r} is {reason}")
+        return cls(**values).resolved(source)
+
+    def resolved(self, source: str = "settings") -> "RunConfig":
+        """Canonical training-type name and the mask type it implies; ConfigError when the mask type does not fit."""
+        training_type = training_types.get(self.traintype)
+        try:
+            masktype = training_type.resolve_mask_type(self.masktype)
+        except ValueError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        return replace(self, traintype=training_type.name, masktype=masktype)
+
+    @property
+    def training_type(self) -> training_types.TrainingType:
+        return training_types.get(self.traintype)
+
+    def dataset_name(self) -> str:
+        """The dataset: the one set, else the network's default."""
+        if self.dataset is not None:
+            return self.dataset
+        import networks
+        return networks.get(self.nettype).default_dataset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def experiment_directory(self) -> Path:
+        """Where the run's files go (SPEC.md section 7)."""
+        config = self.resolved()
+        return runlog.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
+                                           config.masktype, config.activation, config.initializer, config.lr)
+
+    def identity(self) -> dict:
+        """The settings that make two runs the same experiment: all but where the files are, how the loop was
+        compiled, and how many epochs were asked for (a finished run can be extended)."""
+        config = replace(self.resolved(), dataset=self.dataset_name())
+        return {name: value for name, value in config.to_dict().items()
+                if name not in ("outputpath", "datadir", "jit", "maxepochs")}
+
+    def digest(self) -> str:
+        """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
+        text = json.dumps(self.identity(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_FIELDS = {item.name: item for item in fields(RunConfig)}
+SETTING_NAMES = tuple(_FIELDS)

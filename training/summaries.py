@@ -1,0 +1,39 @@
+"""TensorBoard summaries of a run's connectivity: the six losses and accuracies, the fraction changed, each
+layer's kept (or unflipped) fraction and a histogram of each layer's scores, once per epoch.
+
+Written with `tf.summary`, so importing this module needs TensorFlow, whichever backend trains.
+"""
+import keras
+import numpy as np
+import tensorboard  # noqa: F401  (tf.summary writes nothing without it: importing it here fails early)
+import tensorflow as tf
+
+from masks import masked_layers
+
+SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "changed_fraction")
+
+
+class ConnectivitySummaries(keras.callbacks.Callback):
+    """A Keras callback writing the summaries under `log_dir` at the end of every epoch."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = str(log_dir)
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch):
+            for name in SCALARS:
+                tf.summary.scalar(f"epoch/{name}", logs[name])
+            for layer in masked_layers(self.model):
+                if layer.scores is not None:
+                    kept = float(np.mean(keras.ops.convert_to_numpy(layer.mask) > 0))
+                    tf.summary.scalar(f"kept_fraction/{layer.name}", kept)
+                    tf.summary.histogram(f"scores/{layer.name}", keras.ops.convert_to_numpy(layer.scores))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
