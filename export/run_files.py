@@ -1,0 +1,123 @@
+"""The files of a run to export, read and checked without Keras (so a refusal comes before TensorFlow loads).
+
+Which file holds the trained network:
+- a finished run: its `Model_ID<id>.keras` (the masked model), else `Weights_ID * Masks_ID` (not for Baseline,
+  whose trained W is only in the model file);
+- with `checkpoint`: its `Checkpoint_ID<id>.npz` (the last finished epoch of an unfinished run).
+An unfinished run without `checkpoint` is refused with the epoch it reached and how to export its checkpoint.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import runlog
+from export import ExportError
+from training import types as training_types
+
+CONFIG_KEYS = ("nettype", "traintype", "initializer", "activation", "masktype", "p1", "seed", "status")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the trainer does to raw pixels: `(raw / 255 - mean_image) / std`; the network then scales by
+    `input_scale` in its own first layer when that is not 1 (the `binary` initializer)."""
+    mean_image: np.ndarray  # [H, W, C] float32
+    std: np.float32
+    input_scale: np.float32
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.mean_image.shape)
+
+    def network_input(self, raw: np.ndarray) -> np.ndarray:
+        """The trainer's float32 arithmetic on raw pixels (uint8, NHWC): what its network was fed."""
+        return ((np.asarray(raw).astype(np.float32) / 255.0 - self.mean_image) / self.std).astype(np.float32)
+
+
+def read_preprocessing(path: Path) -> Preprocessing:
+    """A run's `Preprocessing_ID<id>.npz`; ExportError (or RunLogError) naming the file when it is not usable."""
+    arrays = runlog.read_npz(path)
+    missing = [key for key in ("mean_image", "std", "input_scale") if key not in arrays]
+    if missing:
+        raise ExportError(f"{path}: lacks {', '.join(missing)}")
+    mean_image = arrays["mean_image"]
+    if mean_image.ndim != 3 or not np.all(np.isfinite(mean_image)):
+        raise ExportError(f"{path}: mean_image should be a finite [height, width, channels] array, "
+                          f"found shape {mean_image.shape}")
+    scalars = {}
+    for key in ("std", "input_scale"):
+        value = arrays[key]
+        if value.shape != () or not np.isfinite(value) or not value > 0:
+            raise ExportError(f"{path}: {key} should be one positive number, found {value!r}")
+        scalars[key] = np.float32(value)
+    return Preprocessing(mean_image.astype(np.float32), scalars["std"], scalars["input_scale"])
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run's configuration, log and preprocessing, and the file its trained network is to be read from."""
+    files: runlog.RunFiles
+    config: dict
+    log: dict
+    preprocessing: Preprocessing
+    source: Path  # Model_ID, Checkpoint_ID, or Masks_ID (read with Weights_ID)
+
+    @property
+    def trains_weights(self) -> bool:
+        return training_types.get(self.config["traintype"]).trains_weights
+
+    @property
+    def logged_epochs(self) -> int:
+        """The last epoch the log records."""
+        return len(self.log["testAccuracy"]) - 1
+
+
+def unfinished_message(files: runlog.RunFiles, config: dict, log: dict) -> str:
+    """Why an unfinished run is refused, and how to export its last checkpoint."""
+    reached = len(log["testAccuracy"]) - 1
+    reason = f": {config['stopReason']}" if config.get("stopReason") else ""
+    state = f"{config.get('status')}{reason}, reached epoch {reached} of {config.get('maxepochs', '?')}"
+    if not files.checkpoint.exists():
+        return f"run {files.run_id} is unfinished ({state}) and has no checkpoint to export"
+    return (f"run {files.run_id} is unfinished ({state}); export its last checkpoint with "
+            f"python Exporter.py {files.config} --checkpoint --out FILE.keras")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise ExportError(f"{path}: file not found")
+    return path
+
+
+def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRecord:
+    """The run of `config_path`, checked as far as it can be without Keras; ExportError or RunLogError
+    (one line naming the file) when it cannot be exported as asked."""
+    files = runlog.RunFiles.from_config_path(config_path)
+    config = runlog.read_json(files.config)
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise ExportError(f"{files.config}: lacks {', '.join(missing)}")
+    try:
+        trains_weights = training_types.get(config["traintype"]).trains_weights
+    except ValueError as error:
+        raise ExportError(f"{files.config}: {error}") from None
+    log = runlog.read_log(files.log_json)
+    finished = config["status"] == "finished"
+    if checkpoint:
+        if not files.checkpoint.exists():
+            state = ("finished, so its checkpoint was removed: export it without --checkpoint" if finished
+                     else "not trained for one epoch yet")
+            raise ExportError(f"{files.checkpoint}: file not found (run {files.run_id} is {state})")
+        source = files.checkpoint
+    elif not finished:
+        raise ExportError(unfinished_message(files, config, log))
+    elif files.model.exists():
+        source = files.model
+    elif trains_weights:
+        raise ExportError(f"{files.model}: file not found (a {config['traintype']} run's trained weights are "
+                          f"only in its Model file, or in its checkpoint while unfinished)")
+    else:
+        _require(files.weights)
+        source = _require(files.masks)
+    return RunRecord(files, config, log, read_preprocessing(files.preprocessing), source)

@@ -1,0 +1,190 @@
+"""A run's trained network read back from its files, each file checked against the others.
+
+The layer sequence always comes from the configuration (`networks.build` with the run's settings, which also
+redraws the frozen W from the seed); the trained effective kernels W * m(S) come from the source that
+`export.run_files` chose (Model, Checkpoint, or Weights * Masks). The kernels must have the shapes of the network
+the configuration builds, a frozen W must be the one drawn from the seed, and the counts of negative, zero and
+positive effective weights must be those the log recorded for the epoch exported: files of another network or
+another run are refused with a line naming the file.
+"""
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import networks
+import runlog
+from export import ExportError
+from export.run_files import Preprocessing, RunRecord
+from masks import masked_layers  # importing masks and networks registers the layers a Model file holds
+from training import types as training_types
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A run's trained network: its record, the epoch, the layer sequence and the effective kernels."""
+    record: RunRecord
+    epoch: int  # the epoch whose network the kernels are
+    template: keras.Model  # the masked network the configuration builds: the layer sequence to export
+    kernels: dict[str, np.ndarray]  # effective kernels W * m(S) by layer name, in layer order
+
+    @property
+    def files(self) -> runlog.RunFiles:
+        return self.record.files
+
+    @property
+    def config(self) -> dict:
+        return self.record.config
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.record.preprocessing
+
+    @property
+    def source(self) -> Path:
+        return self.record.source
+
+    @property
+    def test_accuracy(self) -> float:
+        """The test accuracy the log recorded for the exported epoch."""
+        return float(self.record.log["testAccuracy"][self.epoch])
+
+
+def build_template(config: dict, config_path: Path, input_shape: tuple[int, ...]) -> keras.Model:
+    """The masked network of the configuration, with W drawn from its seed and fresh scores."""
+    try:
+        training_type = training_types.get(config["traintype"])
+        return networks.build(
+            config["nettype"], input_shape, activation=config["activation"],
+            mask_type=training_type.layer_mask_type(config["masktype"]), initializer=config["initializer"],
+            p1=config["p1"], seed=config["seed"], rewards_unchanged=training_type.rewards_unchanged)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ExportError(f"{config_path}: cannot build its network ({error})") from None
+
+
+def network_input_scale(template: keras.Model) -> np.float32:
+    """The factor of the network's `input_scale` layer, as its float32 computation uses it (1 when absent)."""
+    for layer in template.layers:
+        if layer.name == "input_scale":
+            return np.float32(layer.scale)
+    return np.float32(1.0)
+
+
+def _check_shapes(kernels: dict[str, np.ndarray], template: keras.Model, path: Path, what: str,
+                  preprocessing_path: Path) -> None:
+    expected = {layer.name: tuple(layer.kernel.shape) for layer in masked_layers(template)}
+    found = {name: tuple(np.shape(kernel)) for name, kernel in kernels.items()}
+    if list(found) != list(expected):
+        raise ExportError(f"{path}: holds {what} {', '.join(found) or 'nothing'}; the {template.name} network "
+                          f"of this run has {', '.join(expected)}")
+    for name, shape in expected.items():
+        if found[name] != shape:
+            raise ExportError(f"{path}: {what} {name} has shape {found[name]}; the {template.name} network "
+                              f"built for the input of {preprocessing_path.name} has {shape}")
+
+
+def _kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """W of every masked layer, by name."""
+    return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in masked_layers(model)}
+
+
+def _check_frozen_weights(found: dict[str, np.ndarray], drawn: dict[str, np.ndarray], path: Path) -> None:
+    """A frozen W must be the one drawn from the run's seed (which the template redrew)."""
+    for name, kernel in drawn.items():
+        if not np.array_equal(found[name], kernel):
+            raise ExportError(f"{path}: the weights of {name} are not those drawn from the run's seed: "
+                              f"the file belongs to another run")
+
+
+def _sign_counts(values: np.ndarray) -> list[int]:
+    return [int(np.count_nonzero(values < 0)), int(np.count_nonzero(values == 0)),
+            int(np.count_nonzero(values > 0))]
+
+
+def _check_logged_counts(kernels: dict[str, np.ndarray], log: dict, log_path: Path, epoch: int,
+                         path: Path) -> None:
+    """The effective weights must have the negative/zero/positive counts the log recorded for `epoch`."""
+    per_layer = log["remainingWeightsPerLayer"][epoch]
+    if len(per_layer) != len(kernels):
+        raise ExportError(f"{log_path}: records {len(per_layer)} layers, the network has {len(kernels)}")
+    for (name, kernel), counts in zip(kernels.items(), per_layer):
+        if _sign_counts(kernel) != list(counts)[3:6]:
+            raise ExportError(f"{path}: {name} has {_sign_counts(kernel)} negative/zero/positive effective "
+                              f"weights, {log_path.name} records {list(counts)[3:6]} at epoch {epoch}: "
+                              f"the files belong to different runs")
+
+
+def effective_kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """W * m(S) of every masked layer of a masked model, by name, in layer order (as the layers compute it)."""
+    return {layer.name: keras.ops.convert_to_numpy(layer.effective_kernel) for layer in masked_layers(model)}
+
+
+def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, preprocessing_path: Path) -> dict:
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path}: not a Keras model file (not a zip archive; damaged or truncated?)")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # a damaged zip or JSON raises anything from zipfile, json, h5py or Keras
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ExportError(f"{path}: not a loadable Keras model ({type(error).__name__}: {first_line})") from None
+    layers = masked_layers(model)
+    _check_shapes({layer.name: layer.kernel for layer in layers}, template, path, "layers", preprocessing_path)
+    if not trains_weights:
+        _check_frozen_weights(_kernels(model), _kernels(template), path)
+    return effective_kernels(model)
+
+
+def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, preprocessing_path: Path) -> dict:
+    weights, mask_arrays = runlog.read_npz(files.weights), runlog.read_npz(files.masks)
+    _check_shapes(weights, template, files.weights, "weights of", preprocessing_path)
+    _check_shapes(mask_arrays, template, files.masks, "masks of", preprocessing_path)
+    _check_frozen_weights(weights, _kernels(template), files.weights)
+    return {name: (weights[name] * mask_arrays[name]).astype(np.float32) for name in weights}
+
+
+def _from_checkpoint(path: Path, run_id: str, template: keras.Model, trains_weights: bool) -> tuple[dict, int]:
+    """Assign the checkpoint's `model/<variable path>` arrays to the template's variables."""
+    arrays = runlog.read_npz(path)
+    if "runId" in arrays and str(arrays["runId"]) != run_id:
+        raise ExportError(f"{path}: belongs to run {arrays['runId']}, not to run {run_id}")
+    variables = {f"model/{variable.path}": variable for variable in template.weights}
+    unknown = sorted(key for key in arrays if key.startswith("model/") and key not in variables)
+    if unknown:
+        raise ExportError(f"{path}: holds {unknown[0]}, which the {template.name} network of this run lacks")
+    if "epoch" not in arrays or arrays["epoch"].shape != ():
+        raise ExportError(f"{path}: lacks the epoch it was written after")
+    drawn = _kernels(template)
+    for key, variable in variables.items():
+        if key not in arrays:
+            raise ExportError(f"{path}: lacks {key} of the {template.name} network of this run")
+        if tuple(arrays[key].shape) != tuple(variable.shape):
+            raise ExportError(f"{path}: {key} has shape {arrays[key].shape}, the network's is "
+                              f"{tuple(variable.shape)}")
+        variable.assign(arrays[key])
+    if not trains_weights:
+        _check_frozen_weights(_kernels(template), drawn, path)
+    return effective_kernels(template), int(arrays["epoch"])
+
+
+def read_trained_run(record: RunRecord) -> TrainedRun:
+    """The trained network of a run whose files `export.run_files.read_run_record` has read; ExportError (or
+    runlog.RunLogError) naming the file when a file is damaged or the files do not belong together."""
+    files, config, log = record.files, record.config, record.log
+    template = build_template(config, files.config, record.preprocessing.input_shape)
+    if network_input_scale(template) != record.preprocessing.input_scale:
+        raise ExportError(f"{files.preprocessing}: input_scale {record.preprocessing.input_scale} differs from "
+                          f"the {network_input_scale(template)} of the run's {config['initializer']} network")
+    epoch = record.logged_epochs
+    if record.source == files.checkpoint:
+        kernels, epoch = _from_checkpoint(files.checkpoint, files.run_id, template, record.trains_weights)
+        if epoch > record.logged_epochs:
+            raise ExportError(f"{files.checkpoint}: written after epoch {epoch}, but {files.log_json.name} "
+                              f"records only {record.logged_epochs}")
+    elif record.source == files.model:
+        kernels = _from_model_file(files.model, template, record.trains_weights, files.preprocessing)
+    else:
+        kernels = _from_weights_and_masks(files, template, files.preprocessing)
+    _check_logged_counts(kernels, log, files.log_json, epoch, record.source)
+    return TrainedRun(record, epoch, template, kernels)

@@ -1,0 +1,132 @@
+"""Exporting one run: the plain `.keras` file, its size report (printed and written as JSON beside it), and
+optionally its accuracy on the raw test set, measured on the file as written (loaded in safe mode)."""
+import os
+import secrets
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import datasets
+import runlog
+from export import ExportError
+from export.compaction import effective_size
+from export.plain_model import hidden_activation, plain_model
+from export.run_files import RunRecord
+from export.trained_run import read_trained_run
+
+
+def save_model(model: keras.Model, path: Path) -> int:
+    """Write `model` to `path` atomically (a temporary file beside it, then a rename); returns its bytes."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ExportError(f"{path}: the model file must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.stat().st_size
+
+
+def model_bytes(model: keras.Model, beside: Path) -> int:
+    """The size of `model` as a `.keras` file, measured by writing it beside `beside` and removing it."""
+    tmp = Path(beside).with_name(f".{Path(beside).stem}.{secrets.token_hex(4)}.size.keras")
+    try:
+        return save_model(model, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def accuracy_on_test_set(model_path: Path, dataset: str, datadir: str | None) -> float:
+    """Accuracy of the `.keras` file at `model_path` on the raw (uint8) test images of `dataset`."""
+    try:
+        (_, _, x_test, y_test), _ = datasets.load_raw(dataset, datasets.resolve_data_directory(datadir))
+    except (datasets.DataNotFoundError, ValueError) as error:  # not found, or a damaged file (DatasetError)
+        raise ExportError(f"--verify: {error}") from None
+    model = keras.saving.load_model(model_path)  # safe mode: what a stranger's Python does
+    predictions = model.predict(x_test, batch_size=1000, verbose=0)
+    return float(np.count_nonzero(np.argmax(predictions, axis=-1) == np.asarray(y_test).reshape(-1))) / len(y_test)
+
+
+def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, verify: bool = False,
+               datadir: str | None = None) -> dict:
+    """Export the run of `record` (`export.run_files.read_run_record`) to `out` (a `.keras` file) and write
+    the report beside it (`out` with `.json`).
+
+    Returns the report: per layer the units (or filters), non-zero weights and parameters before and after
+    compaction, the totals, and the file bytes (the compact file's only with `compact`).
+    """
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise ExportError(f"{out}: the model file must end in .keras")
+    run_files = {Path(path).resolve() for path in (
+        record.files.config, record.files.log_json, record.files.log_csv, record.files.weights, record.files.masks,
+        record.files.checkpoint, record.files.preprocessing, record.files.model)}
+    for path in (out, report_path(out)):
+        if path.resolve() in run_files:
+            raise ExportError(f"{path}: is one of the run's own files; choose another --out")
+    trained = read_trained_run(record)
+    dtype = trained.config.get("precision", "float32")
+    size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template))
+    full = plain_model(trained.template, trained.kernels, trained.preprocessing, dtype=dtype)
+    if compact:
+        full_bytes = model_bytes(full, out)
+        compact_bytes = save_model(plain_model(trained.template, trained.kernels, trained.preprocessing,
+                                               compact=True, dtype=dtype), out)
+    else:
+        full_bytes, compact_bytes = save_model(full, out), None
+    report = {
+        "run": str(trained.files.config), "runId": trained.files.run_id, "nettype": trained.config["nettype"],
+        "traintype": trained.config["traintype"], "activation": trained.config["activation"], "epoch": trained.epoch,
+        "maxepochs": trained.config.get("maxepochs"), "source": str(trained.source), "file": str(out),
+        "compact": compact, "loggedTestAccuracy": trained.test_accuracy,
+        "layers": [{"name": name, "kind": layer.kind, "unitsBefore": layer.units, "unitsAfter": layer.units_kept,
+                    "nonzeroBefore": layer.nonzero, "nonzeroAfter": layer.nonzero_kept,
+                    "parametersBefore": layer.parameters, "parametersAfter": layer.parameters_kept}
+                   for name, layer in zip(trained.kernels, size.layers)],
+        "parameters": {"before": size.parameters, "after": size.parameters_kept},
+        "nonzeroWeights": {"before": size.nonzero, "after": size.nonzero_kept},
+        "bytes": {"before": full_bytes, "after": compact_bytes},
+    }
+    runlog.write_json(report_path(out), report)
+    if verify:
+        accuracy = accuracy_on_test_set(out, trained.config["dataset"], datadir or trained.config.get("datadir"))
+        report["verify"] = {"testAccuracy": accuracy, "equal": accuracy == trained.test_accuracy}
+        runlog.write_json(report_path(out), report)
+    return report
+
+
+def report_path(out: str | Path) -> Path:
+    """Where the report of the model file `out` goes: beside it, with `.json`."""
+    return Path(out).with_suffix(".json")
+
+
+def report_lines(report: dict) -> list[str]:
+    """The report as the lines Exporter.py prints."""
+    lines = [f"run {report['runId']} ({report['nettype']} {report['traintype']} {report['activation']}), "
+             f"epoch {report['epoch']} of {report['maxepochs']}, trained kernels from {Path(report['source']).name}",
+             f"{'layer':<10} {'kind':<5} {'units':>7} -> {'kept':<7} {'non-zero':>11} -> {'kept':<11} "
+             f"{'parameters':>11} -> kept"]
+    for layer in report["layers"]:
+        lines.append(f"{layer['name']:<10} {layer['kind']:<5} {layer['unitsBefore']:>7,} -> {layer['unitsAfter']:<7,} "
+                     f"{layer['nonzeroBefore']:>11,} -> {layer['nonzeroAfter']:<11,} "
+                     f"{layer['parametersBefore']:>11,} -> {layer['parametersAfter']:<11,}".rstrip())
+    nonzero, parameters, size = report["nonzeroWeights"], report["parameters"], report["bytes"]
+    lines.append(f"{'total':<35} {nonzero['before']:>11,} -> {nonzero['after']:<11,} "
+                 f"{parameters['before']:>11,} -> {parameters['after']:<11,}".rstrip())
+    if report["compact"]:
+        lines.append(f"file bytes: {size['before']:,} full -> {size['after']:,} compact "
+                     f"({size['after'] / size['before']:.1%})")
+        lines.append(f"wrote {report['file']} (compact) and {report_path(report['file'])}")
+    else:
+        lines.append(f"file bytes: {size['before']:,} (--compact drops the units listed as not kept)")
+        lines.append(f"wrote {report['file']} and {report_path(report['file'])}")
+    lines.append(f"test accuracy logged at epoch {report['epoch']}: {report['loggedTestAccuracy']:.4f}")
+    if "verify" in report:
+        verdict = "equal" if report["verify"]["equal"] else "DIFFERENT"
+        lines.append(f"test accuracy of the file on the raw test set: {report['verify']['testAccuracy']:.4f} "
+                     f"({verdict})")
+    return lines
