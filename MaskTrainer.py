@@ -97,12 +97,14 @@ def resolve_run(args: argparse.Namespace):
     return settings, record, runlog.RunFiles(settings.experiment_directory(), record["runId"])
 
 
-def already_finished(settings: RunConfig, record: dict, files) -> bool:
-    """Whether `--resume` has nothing to do: the run finished and no more epochs are asked for."""
+def already_finished(args: argparse.Namespace, settings: RunConfig, record: dict, files) -> bool:
+    """Whether `--resume` has nothing to do: the run finished, and no `--maxepochs` beyond its epochs is asked for
+    (a run a callback stopped early stays stopped unless extended on purpose)."""
     import runlog
     if record.get("status") != "finished":
         return False
-    return len(runlog.read_log(files.log_json)["testAccuracy"]) - 1 >= settings.maxepochs
+    return "maxepochs" not in given_settings(args) or \
+        len(runlog.read_log(files.log_json)["testAccuracy"]) - 1 >= settings.maxepochs
 
 
 def callbacks_for(args: argparse.Namespace, files) -> list:
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.run import Run, RunFailed
         try:
             settings, record, files = resolve_run(args)
-            if args.resume is not None and already_finished(settings, record, files):
+            if args.resume is not None and already_finished(args, settings, record, files):
                 print(f"run {files.run_id} already finished; nothing to do")
                 return 0
             run = Run(settings, record, files, verbose=args.verbose, callbacks=callbacks_for(args, files))

@@ -61,6 +61,7 @@ class Variant:
     jit: str = "auto"  # project: the --jit setting
     fit_options: tuple[tuple[str, object], ...] = ()  # fit: `model.compile` arguments beyond the defaults
     note: str = ""  # how the row differs from the project's rows
+    steps_per_call: int | None = None  # project: None for the backend's own choice
 
     @property
     def label(self) -> str:
@@ -69,7 +70,7 @@ class Variant:
     @property
     def setting(self) -> tuple:
         """Everything but the training type: rows with the same setting compare with each other."""
-        return self.trainer, self.jit, self.fit_options, self.note
+        return self.trainer, self.jit, self.fit_options, self.note, self.steps_per_call
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,12 @@ def variants(network: str, traintypes: tuple[str, ...], jit: str, determinism: b
     op determinism is on, so its XLA rows are timed only with `--no-determinism`.
     """
     other = "off" if use_jit(jit, network) else "on"
-    if BACKEND.NAME == "jax" and other == "off":  # JAX without jit runs op by op: no row worth timing
-        return tuple(Variant(name, jit=jit) for name in traintypes)
-    rows = tuple(Variant(name, jit=jit) for name in traintypes) + (
-        Variant("FreePruning", jit=other, note=f"XLA {other}"),)
+    rows = tuple(Variant(name, jit=jit) for name in traintypes)
+    if BACKEND.NAME == "tensorflow" or other == "on":  # JAX without jit runs op by op: no row worth timing
+        rows += (Variant("FreePruning", jit=other, note=f"XLA {other}"),)
     if network != "LeNet":
         return rows
+    rows += (Variant("FreePruning", jit=jit, steps_per_call=1, note="1 step per call"),)
     fit_xla = () if determinism else (
         Variant("FreePruning", "fit", fit_options=(("jit_compile", True),), note="fit, jit_compile"),
         Variant("FreePruning", "fit", fit_options=(("steps_per_execution", 100), ("jit_compile", True)),
@@ -127,10 +128,12 @@ def use_jit(jit: str, network: str) -> bool:
     return BACKEND.use_jit(jit, networks.get(network).convolutional)
 
 
-def make_steps(model: keras.Model, network: str, x: np.ndarray, y: np.ndarray, batch_size: int, jit: bool):
+def make_steps(model: keras.Model, network: str, x: np.ndarray, y: np.ndarray, batch_size: int, jit: bool,
+               steps_per_call: int | None = None):
+    """The backend's compiled steps as MaskTrainer makes them, or with `steps_per_call` steps per call."""
     convolutional = networks.get(network).convolutional
     return BACKEND.Steps(model, keras.optimizers.Adam(LEARNING_RATE), x, y, batch_size, jit,
-                         BACKEND.steps_per_call(jit, convolutional))
+                         steps_per_call or BACKEND.steps_per_call(jit, convolutional))
 
 
 def build_model(network: str, traintype: str, input_shape: tuple) -> keras.Model:
@@ -146,7 +149,7 @@ def project_trainer(model: keras.Model, variant: Variant, network: str, x: np.nd
                     batch_size: int) -> tuple[Callable[[], None], dict]:
     """One epoch of the project's compiled loop, compiled beforehand, as `training.run.Run` trains it."""
     jit = use_jit(variant.jit, network)
-    steps = make_steps(model, network, x, y, batch_size, jit)
+    steps = make_steps(model, network, x, y, batch_size, jit, variant.steps_per_call)
     order = epoch_order(SEED, 1, len(y))
     steps.compile(order)
     return lambda: steps.train_epoch(order), {"jit": jit, "steps_per_call": steps.steps_per_call}

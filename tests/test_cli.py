@@ -1,12 +1,14 @@
 """Bad input: one line on stderr, a non-zero exit, no traceback, before any training starts."""
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
 import datasets
 import MaskTrainer
-from tests.helpers import trainer_process
+from tests.helpers import REPO_ROOT, trainer_process
 
 BAD_ARGUMENTS = {
     "unknown network": (["--nettype", "ResNet"], "invalid choice: 'ResNet'"),
@@ -81,3 +83,13 @@ def test_help_lists_every_choice():
     text = MaskTrainer.build_parser().format_help()
     for choice in ["LeNet", "Conv6", "MinFlipping", "FreeFlipping", "heconstant", "binary", "selu", "mask_rs"]:
         assert choice in text
+
+
+def test_a_normal_run_prints_only_the_projects_own_lines(tmp_path, mnist_directory):
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
+    process = subprocess.run([sys.executable, "MaskTrainer.py", "--maxepochs", "1", "--trainsize", "1000", "--seed", "1",
+                              "--datadir", str(mnist_directory), "--outputpath", str(tmp_path)],
+                             cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    output, error = process.stdout, process.stderr
+    assert process.returncode == 0 and error == "", error
+    assert all(line.startswith(("run ", "epoch ")) for line in output.splitlines())

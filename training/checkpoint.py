@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 import runlog
+from training import backends
 
 
 def _variables(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict[str, keras.Variable]:
@@ -64,7 +65,8 @@ def save_model(path: Path, model: keras.Model) -> None:
     """`model.save` to a temporary `.keras` file beside `path`, then renamed over it (a kill leaves no half file)."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp.keras")
     try:
-        model.save(temporary)
+        with backends.quiet_library_notices():
+            model.save(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

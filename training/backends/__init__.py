@@ -11,6 +11,7 @@ import re
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Callable
 
@@ -46,17 +47,16 @@ STARTUP_NOISE = re.compile(r"absl::InitializeLog|cudart_stub|cuda_platform|cuIni
                            r"cuda_(dnn|fft|blas)\.cc|This TensorFlow binary is optimized|rebuild TensorFlow")
 
 
-def load_keras() -> ModuleType:
-    """Import Keras, let its backend find its devices and make them deterministic, and keep the library's
-    start-up notices (cuInit on a CPU machine, oneDNN) off the terminal; any other line it prints is kept."""
+@contextmanager
+def quiet_library_notices():
+    """Keep TensorFlow's start-up notices (cuInit on a CPU machine, oneDNN) off the terminal while the body runs;
+    they are printed by C++ code before its log level applies. Every other line written to stderr is kept."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            backend = current()
-            backend.enable_determinism()
-            backend.device()
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -65,6 +65,18 @@ def load_keras() -> ModuleType:
             kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
                     if not STARTUP_NOISE.search(line)]
             sys.stderr.write("".join(kept))
+
+
+def load_keras() -> ModuleType:
+    """Import Keras, let its backend find its devices and make them deterministic, quietly; returns the backend.
+
+    Keras imports TensorFlow whenever it is installed, even to save a model on JAX, hence the quiet load there too
+    (`training.checkpoint.save_model`).
+    """
+    with quiet_library_notices():
+        backend = current()
+        backend.enable_determinism()
+        backend.device()
     return backend
 
 

@@ -32,7 +32,8 @@ def enable_determinism() -> None:
 
 
 def versions() -> dict[str, str]:
-    return {"jax": jax.__version__, "jaxlib": jax.lib.__version__}
+    import jaxlib
+    return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
 def use_jit(jit: str, convolutional: bool) -> bool:
