@@ -76,7 +76,7 @@ def resolve_run(args: argparse.Namespace):
     """The settings, configuration record and files of the run to train; ValueError for bad input."""
     import datasets
     import runlog
-    from training.run import new_record, read_record
+    from training.run import new_record, read_record, thread_settings
     given = given_settings(args)
     if args.resume is not None:
         if not args.resume.strip():
@@ -87,6 +87,10 @@ def resolve_run(args: argparse.Namespace):
                              f"given, not --{other[0]}")
         files = runlog.RunFiles.from_config_path(args.resume)
         settings, record = read_record(files)
+        if record.get("threads", {}) != thread_settings():
+            print(f"{PROG}: warning: run {files.run_id} was trained with thread limits {record.get('threads', {})}, "
+                  f"now {thread_settings()}: it will differ in the last bits from an uninterrupted run",
+                  file=sys.stderr)
         if "maxepochs" in given:
             settings = replace(settings, maxepochs=given["maxepochs"])
         return settings, record, files

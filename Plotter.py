@@ -4,14 +4,15 @@ Reads only the run files, through `runlog`, so it needs no TensorFlow and starts
 directory it merges all runs and writes `Accuracy_Sparsity.png/.pdf` (test accuracy above the fraction of
 weights pruned or flipped) and `Layer_Remaining.png/.pdf` (the remaining, or unflipped, fraction of each
 masked layer). With several directories it also draws them on shared axes in one comparison figure. A
-summary table goes to the terminal and to `Summary.md` and `Summary.csv` beside the comparison figure.
+summary table (`experiments.summary`, the one `python -m experiments table` prints) goes to the terminal and to
+`Summary.md` and `Summary.csv` beside the comparison figure. A seed trained twice with the same settings counts
+once, with the run that has more epochs, and a warning.
 
     python Plotter.py                                  # the default experiment
     python Plotter.py DIR [DIR ...] [--out PATH] [--show]
     python Plotter.py --all Outputs                    # every experiment directory under Outputs/
 """
 import argparse
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +25,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 import runlog
+from experiments import summary
+from training.config import RunConfig
 
-DEFAULT_EXPERIMENT = Path("Outputs/FreePruning/LeNet/P1_0.5/mask_relu_he_LR0.001")
+DEFAULT_EXPERIMENT = RunConfig().experiment_directory()  # the default run's directory
 REQUIRED_CONFIG_KEYS = ("traintype", "nettype", "initializer", "p1", "changedMeans")
 MASK_COUNTS = slice(0, 3)  # negative, zero and positive masks: together, the layer's size
 POSITIVE_MASKS = runlog.LAYER_COUNT_NAMES.index("positiveMasks")
 BAND_NOTE = "lines: mean over runs; bands: minimum to maximum over runs"
 MERGE_CHECKED_KEYS = ("dataset", "trainsize", "batchsize")  # runs that differ in these are merged with a warning
-SUMMARY_COLUMNS = ("directory", "configuration", "runs", "epochs", "final test accuracy mean", "std", "min",
-                   "max", "test accuracy at best validation", "fraction changed")
 
 
 def warn(message: str) -> None:
@@ -50,6 +51,7 @@ class Experiment:
     fraction_changed: np.ndarray
     layer_remaining: np.ndarray  # [run, epoch, layer]: positive masks over the layer's size
     layer_names: list[str]
+    runs: tuple[runlog.Run, ...]  # each with its whole log, for the summary table
 
     @property
     def run_count(self) -> int:
@@ -107,9 +109,11 @@ def load_experiment(directory: Path) -> Experiment:
     """Read every run of `directory` and stack them over the epochs they share."""
     if not directory.is_dir():
         raise ValueError(f"{directory}: not a directory")
-    runs = runlog.read_runs(directory)
+    runs, repeated = summary.one_run_per_seed(runlog.read_runs(directory))
     if not runs:
         raise ValueError(f"{directory}: no runs (no Config_ID<id>.json with its TrainLogs_ID<id>.json)")
+    if repeated:
+        warn(f"{directory}: {repeated}")
     arrays = [run_arrays(run) for run in runs]
     if len({run_data["layer_remaining"].shape[1] for run_data in arrays}) > 1:
         raise ValueError(f"{directory}: runs have different numbers of masked layers")
@@ -120,7 +124,7 @@ def load_experiment(directory: Path) -> Experiment:
     merged = {key: np.stack([run_data[key][:shared] for run_data in arrays]) for key in arrays[0]}
     layers = merged["layer_remaining"].shape[2]
     names = runs[0].log.get("layerNames") or [f"layer {index + 1}" for index in range(layers)]
-    return Experiment(directory, runs[0].config, layer_names=list(names), **merged)
+    return Experiment(directory, runs[0].config, layer_names=list(names), runs=tuple(runs), **merged)
 
 
 def experiment_directories(root: Path) -> list[Path]:
@@ -158,13 +162,6 @@ def mean_min_max(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def trained_epochs(experiment: Experiment) -> slice:
     """Epochs 1 on, leaving out the untrained network (at chance level), unless only epoch 0 was recorded."""
     return slice(1 if len(experiment.epochs) > 1 else 0, None)
-
-
-def accuracy_at_best_validation(experiment: Experiment) -> np.ndarray:
-    """Per run, the test accuracy at the first trained epoch of highest validation accuracy: early stopping."""
-    trained = trained_epochs(experiment)
-    best = trained.start + np.argmax(experiment.val_accuracy[:, trained], axis=1)
-    return experiment.test_accuracy[np.arange(experiment.run_count), best]
 
 
 def draw_band(axes: Axes, epochs: np.ndarray, values: np.ndarray, label: str | None = None) -> None:
@@ -220,33 +217,14 @@ def save(figure: Figure, stem: Path, show: bool) -> None:
         plt.close(figure)
 
 
-def summary_row(experiment: Experiment, label: str) -> dict:
-    """One line of the summary table: accuracies are fractions, statistics are over runs (std with ddof=0)."""
-    final = experiment.test_accuracy[:, -1]
-    values = (str(experiment.directory), label, experiment.run_count, len(experiment.epochs) - 1,
-              final.mean(), final.std(), final.min(), final.max(), accuracy_at_best_validation(experiment).mean(),
-              experiment.fraction_changed[:, -1].mean())
-    return dict(zip(SUMMARY_COLUMNS, values))
+def summary_row(experiment: Experiment, label: str) -> summary.Row:
+    """One line of the summary table: every run with its own last epoch."""
+    return summary.summarise(label, list(experiment.runs), str(experiment.directory))
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """The summary as a Markdown table, floats to four decimals."""
-    def cell(value) -> str:
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-    lines = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + " --- |" * len(SUMMARY_COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[column]) for column in SUMMARY_COLUMNS) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(rows: list[dict], directory: Path) -> None:
+def write_summary(rows: list[summary.Row], directory: Path) -> None:
     """Print the summary table and write it as `Summary.md` and `Summary.csv` (full precision) in `directory`."""
-    table = markdown_table(rows)
-    print(table)
-    (directory / "Summary.md").write_text(table)
-    with open(directory / "Summary.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    print(summary.write(rows, directory))
 
 
 def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> None:
@@ -255,8 +233,9 @@ def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> N
     labels = legend_labels(experiments)
     for experiment, label in zip(experiments, labels):
         title = "/".join(experiment.directory.resolve().parts[-4:])
-        save(accuracy_figure([experiment], [label], title), experiment.directory / "Accuracy_Sparsity", show)
-        save(layer_figure(experiment, label), experiment.directory / "Layer_Remaining", show)
+        accuracy_stem, layer_stem = (experiment.directory / name for name in summary.EXPERIMENT_FIGURES)
+        save(accuracy_figure([experiment], [label], title), accuracy_stem, show)
+        save(layer_figure(experiment, label), layer_stem, show)
     comparison.parent.mkdir(parents=True, exist_ok=True)
     if len(experiments) > 1:
         save(accuracy_figure(experiments, labels, f"Comparison of {len(experiments)} experiments"), comparison, show)

@@ -4,30 +4,32 @@ A study file names a grid (`[grid]`: lists, expanded as a product in file order)
 run (`[fixed]`) and optional plot groups (`[[plot]]`: a name and the grid values to keep). Every grid point
 is one MaskTrainer run, found again through its experiment directory and `Config_ID*.json`, so running a
 study twice skips what is finished and resumes what was interrupted. Each run is a subprocess: a crash of
-one run does not stop the study.
+one run does not stop the study. A claim file beside each run (`experiments.claims`) makes every point train
+once however many runners work on the study; `experiments.runner` runs points locally, `experiments.ray_pool`
+on a Ray cluster. An optional `[ray]` table gives each run's Ray resources (`cpus`, `gpus`, fractions allowed).
 """
+import hashlib
 import itertools
-import shutil
+import json
+import os
 import subprocess
 import sys
-import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import runlog
-from masks import training_types
+from training import types as training_types
+from training.config import DIRECTORY_SETTINGS, REGISTRY_SETTINGS, SETTING_NAMES, ConfigError, RunConfig, default
 
 STUDY_DIRECTORY = Path(__file__).resolve().parent
 REPO_ROOT = STUDY_DIRECTORY.parent
-# MaskTrainer's defaults for the flags a study may set; None for dataset: the network's own dataset.
-DEFAULTS: dict[str, object] = {
-    "nettype": "LeNet", "traintype": "FreePruning", "initializer": "he", "activation": "relu", "masktype": None,
-    "p1": 0.5, "lr": 1e-3, "batchsize": 25, "maxepochs": 20, "seed": None, "dataset": None, "trainsize": None,
-    "jit": "auto", "precision": "float32"}
-# Settings that a run's directory does not already name, and that must agree for a run to count.
-MATCHED_KEYS = ("seed", "maxepochs", "batchsize", "trainsize", "dataset", "precision")
+# The settings a study may set: every RunConfig field but where the files and the data are.
+STUDY_SETTINGS = tuple(name for name in SETTING_NAMES if name not in ("outputpath", "datadir"))
+# Settings that a run's directory does not already name, and that must agree for a run to count (not `jit`,
+# which changes how the loop is compiled, not the experiment).
+MATCHED_KEYS = tuple(name for name in STUDY_SETTINGS if name not in DIRECTORY_SETTINGS + ("jit",))
 
 
 class StudyError(ValueError):
@@ -43,6 +45,8 @@ class Study:
     description: str
     points: list[dict]
     plots: dict[str, dict[str, list]]  # plot group name -> the grid values it keeps
+    resources: dict[str, float] = field(default_factory=dict)  # [ray]: cpus and gpus per run
+    path: Path = Path()  # the study file
 
 
 def study_names() -> list[str]:
@@ -64,10 +68,11 @@ def study_path(study: str) -> Path:
 
 
 def _check_settings(path: Path, table: dict, section: str, lists: bool) -> None:
-    """Every key a MaskTrainer flag; grid values non-empty lists of scalars, fixed values scalars; seeds >= 1."""
+    """Every key a MaskTrainer setting; grid values non-empty lists of scalars, fixed values scalars; seeds >= 1;
+    every value passes RunConfig's check, except those checked against a registry (`check_points` does those)."""
     for key, value in table.items():
-        if key not in DEFAULTS:
-            raise StudyError(f"{path}: [{section}] {key} is not a MaskTrainer setting ({', '.join(DEFAULTS)})")
+        if key not in STUDY_SETTINGS:
+            raise StudyError(f"{path}: [{section}] {key} is not a MaskTrainer setting ({', '.join(STUDY_SETTINGS)})")
         values = value if lists else [value]
         if not isinstance(values, list) or not values or any(isinstance(v, (list, dict)) for v in values):
             raise StudyError(f"{path}: [{section}] {key} should be {'a non-empty list' if lists else 'one value'}")
@@ -75,6 +80,20 @@ def _check_settings(path: Path, table: dict, section: str, lists: bool) -> None:
             raise StudyError(f"{path}: seeds must be explicit integers >= 1 so runs can be repeated")
         if key == "traintype" and any(v not in training_types.names() for v in values):
             raise StudyError(f"{path}: unknown traintype in {values}; choose from {', '.join(training_types.names())}")
+        for item in values if key not in REGISTRY_SETTINGS else ():
+            reason = RunConfig.problem(key, item)
+            if reason:
+                raise StudyError(f"{path}: [{section}] {key} {item!r} is {reason}")
+
+
+def check_points(study: "Study") -> None:
+    """Every point through RunConfig's whole check, registries included, before anything runs; StudyError names
+    the first point that fails."""
+    for number, point in enumerate(study.points, start=1):
+        try:
+            RunConfig.from_dict(point, f"{study.path}: run {number} ({describe(point)})")
+        except ConfigError as error:
+            raise StudyError(str(error)) from None
 
 
 def load_study(study: str) -> Study:
@@ -84,7 +103,7 @@ def load_study(study: str) -> Study:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise StudyError(f"{path}: not a readable TOML file ({error})") from None
-    grid, fixed, plots = data.get("grid"), data.get("fixed", {}), data.get("plot", [])
+    grid, fixed, plots, resources = data.get("grid"), data.get("fixed", {}), data.get("plot", []), data.get("ray", {})
     if not isinstance(grid, dict) or not grid or not isinstance(fixed, dict) or not isinstance(plots, list):
         raise StudyError(f"{path}: needs a [grid] table of lists, an optional [fixed] table and [[plot]] entries")
     _check_settings(path, grid, "grid", lists=True)
@@ -97,24 +116,35 @@ def load_study(study: str) -> Study:
             resolved(point)
     except ValueError as error:  # a mask type that does not fit a training type
         raise StudyError(f"{path}: {error}") from None
+    seen = {}
+    for point in points:
+        twin = seen.setdefault((experiment_directory(point, Path(".")), claim_stem(point)), point)
+        if twin is not point:
+            both = describe(point) if describe(point) == describe(twin) else f"{describe(twin)} and {describe(point)}"
+            raise StudyError(f"{path}: the grid gives one run twice ({both}); list each value once")
+    if not isinstance(resources, dict) or not set(resources) <= {"cpus", "gpus"} or any(
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            for value in resources.values()) or resources.get("cpus", 1) <= 0:
+        raise StudyError(f"{path}: [ray] takes cpus (> 0) and gpus (>= 0) per run, fractions allowed")
     groups = {}
     for plot in plots:
         keep = {key: value for key, value in plot.items() if key != "name"} if isinstance(plot, dict) else None
         if keep is None or not isinstance(plot.get("name"), str) or not set(keep) <= set(grid):
             raise StudyError(f"{path}: each [[plot]] needs a name and lists of [grid] values to keep")
         groups[plot["name"]] = keep
-    return Study(path.stem, str(data.get("description", "")), points, groups)
+    return Study(path.stem, str(data.get("description", "")), points, groups,
+                 {key: float(value) for key, value in resources.items()}, path)
 
 
 def setting(point: dict, key: str):
-    """A run's setting: the study's value, else MaskTrainer's default."""
-    return point.get(key, DEFAULTS[key])
+    """A run's setting: the study's value, else RunConfig's default (a `dataset` of None: the network's own)."""
+    return point.get(key, default(key))
 
 
 def resolved(point: dict) -> dict:
     """The point with its training type's canonical name and mask type, as the run's configuration records them."""
-    training_type = training_types.get(setting(point, "traintype"))
-    return dict(point, traintype=training_type.name, masktype=training_type.resolve_mask_type(point.get("masktype")))
+    config = RunConfig(**point).resolved("study")
+    return dict(point, traintype=config.traintype, masktype=config.masktype)
 
 
 def experiment_directory(point: dict, outputpath: Path) -> Path:
@@ -129,9 +159,18 @@ def matches(config: dict, point: dict) -> bool:
     """Whether a recorded configuration is this point's run (the directory already fixes the other settings)."""
     for key in MATCHED_KEYS:
         wanted = setting(point, key)
-        if not (key == "dataset" and wanted is None) and config.get(key, DEFAULTS[key]) != wanted:
+        if not (key == "dataset" and wanted is None) and config.get(key, default(key)) != wanted:
             return False
     return True
+
+
+def claim_stem(point: dict) -> str:
+    """The point's name among the claims in its experiment directory: its seed and a hash of the settings that
+    `matches` compares (the directory holds the rest), so two studies that share a run share its claim."""
+    p = resolved(point)
+    identity = {key: setting(p, key) for key in MATCHED_KEYS}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"seed{setting(p, 'seed')}-{digest}"
 
 
 def logged_epochs(config_path: Path) -> int:
@@ -174,39 +213,43 @@ def describe(point: dict) -> str:
     return " ".join(words)
 
 
-def minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+def run_study(study: Study, outputpath: Path, dry_run: bool = False, say: Callable[[str], None] = print,
+              jobs: int | None = None, runs_per_gpu: int = 1, stale_after: float | None = None,
+              ray: str | None = None, ray_cpus: float | None = None, ray_gpus: float | None = None) -> int:
+    """Complete every run of `study`; returns how many runs failed or are left unfinished.
 
-
-def run_study(study: Study, outputpath: Path, dry_run: bool = False, say: Callable[[str], None] = print) -> int:
-    """Complete every run of `study`, one subprocess at a time; returns how many runs failed or stopped."""
+    Up to `jobs` runs at a time on this machine (GPUs round-robin, `runs_per_gpu` on each), or as Ray tasks
+    when `ray` names a cluster address ("local": a new cluster on this machine). Each point is claimed before
+    it is trained; a point whose claim another runner keeps fresh is looked at again later.
+    """
+    from experiments import claims, runner
+    stale_after = claims.STALE_AFTER if stale_after is None else stale_after
     plan = [(point, *find_run(point, outputpath)) for point in study.points]
-    todo = [entry for entry in plan if entry[1] in ("resume", "new")]
+    todo = [point for point, action, _ in plan if action in ("resume", "new")]
     counts = {action: sum(entry[1] == action for entry in plan) for action in ("finished", "failed", "resume", "new")}
     say(f"study {study.name}: {len(plan)} runs: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
-    failures, durations, start = 0, [], time.monotonic()
-    for index, (point, action, config_path) in enumerate(todo, start=1):
-        command = trainer_command(point, outputpath, action, config_path)
-        say(f"[{index}/{len(todo)}] {action}: {describe(point)}")
-        if dry_run:
-            say("    " + " ".join(command[1:]))
-            continue
-        began = time.monotonic()
-        returncode = subprocess.run(command).returncode
-        durations.append(time.monotonic() - began)
-        if returncode == 130:
-            say(f"study {study.name}: interrupted; run the same command again to resume")
-            return failures + 1
-        failures += returncode != 0
-        left = sum(durations) / len(durations) * (len(todo) - index)
-        say(f"[{index}/{len(todo)}] {'done' if returncode == 0 else f'exit {returncode}'} in "
-            f"{minutes(durations[-1])}; {len(plan) - len(todo) + index}/{len(plan)} runs complete; "
-            f"about {minutes(left)} left")
+    if dry_run:
+        for number, (point, action, config_path) in enumerate((e for e in plan if e[1] in ("resume", "new")), 1):
+            say(f"[{number}/{len(todo)}] {action}: {describe(point)}")
+            say("    " + " ".join(trainer_command(point, outputpath, action, config_path)[1:]))
+        return 0
     if not todo:
-        say(f"study {study.name}: every run is complete; nothing to train")
-    elif not dry_run:
-        say(f"study {study.name}: {len(todo)} runs trained in {minutes(time.monotonic() - start)}, {failures} failed")
-    return failures
+        failed = f" ({counts['failed']} failed in an earlier session: their configurations say why)" \
+            if counts["failed"] else ""
+        say(f"study {study.name}: every run is done{failed}; nothing to train")
+        return 0
+    if ray is not None:
+        from experiments import ray_pool
+        cpus = study.resources.get("cpus", 1.0) if ray_cpus is None else ray_cpus
+        gpus = study.resources.get("gpus", 0.0) if ray_gpus is None else ray_gpus
+        pool = ray_pool.RayPool(ray, outputpath, stale_after, cpus, gpus, say)
+    else:
+        pool = runner.LocalPool(outputpath, stale_after, jobs, runs_per_gpu, say)
+    say(f"study {study.name}: training {pool.description}")
+    try:
+        return runner.Scheduler(study, todo, counts["finished"], counts["failed"], pool, stale_after, say).run()
+    finally:
+        pool.close()
 
 
 def plot_groups(study: Study, outputpath: Path) -> dict[str, list[Path]]:
@@ -221,16 +264,90 @@ def plot_groups(study: Study, outputpath: Path) -> dict[str, list[Path]]:
     return directories
 
 
-def study_view(study: Study, outputpath: Path, view: Path) -> Path:
-    """A fresh folder of links to the study's own runs, laid out like `outputpath`: plots never merge other runs."""
-    shutil.rmtree(view, ignore_errors=True)
+def warn(message: str) -> None:
+    """A one-line warning on stderr; the command goes on."""
+    print(f"python -m experiments: warning: {message}", file=sys.stderr)
+
+
+def counted_runs(study: Study, outputpath: Path, finished_only: bool = False,
+                 warn: Callable[[str], None] = warn) -> list[tuple[dict, runlog.Run]]:
+    """Per grid point, its run: one per (configuration, seed), the one with more epochs where a point was trained
+    twice (with one warning line)."""
+    from experiments import summary
+    found = []
     for point in study.points:
         for run in runlog.read_runs(experiment_directory(point, outputpath)):
-            if matches(run.config, point):
-                directory = experiment_directory(point, view)
-                directory.mkdir(parents=True, exist_ok=True)
-                for path in (run.files.config, run.files.log_json):
-                    (directory / path.name).symlink_to(path.resolve())
+            if matches(run.config, point) and (run.config.get("status") == "finished" or not finished_only):
+                found.append((point, run))
+    kept, repeated = summary.one_run_per_seed([run for _, run in found])
+    if repeated:
+        warn(f"{outputpath}: {repeated}")
+    kept_ids = {id(run) for run in kept}
+    return [(point, run) for point, run in found if id(run) in kept_ids]
+
+
+VIEW_MANIFEST = ".study-view.json"  # what a study view holds, so that a new view removes exactly that
+
+
+def _clear_view(view: Path) -> None:
+    """Remove a previous study view: only the links, figures and folders its manifest lists; a folder that
+    holds anything else is refused (StudyError), whatever it is, and no link is ever followed."""
+    if not os.path.lexists(view):
+        return
+    if view.is_symlink() or not view.is_dir():
+        raise StudyError(f"{view}: not a folder that `plot` made; remove it or choose another --out")
+    manifest = view / VIEW_MANIFEST
+    if manifest.is_file() and not manifest.is_symlink():
+        try:
+            made = runlog.read_json(manifest)
+        except runlog.RunLogError as error:
+            raise StudyError(f"{error}; remove {view} or choose another --out") from None
+        for name in made.get("links", []):
+            if (view / name).is_symlink():
+                (view / name).unlink()
+        for name in made.get("files", []):
+            if (view / name).is_file() and not (view / name).is_symlink():
+                (view / name).unlink()
+        for name in sorted(made.get("directories", []), key=lambda name: name.count("/"), reverse=True):
+            try:
+                (view / name).rmdir()
+            except OSError:  # not empty: what is left is reported below
+                pass
+        manifest.unlink()
+    left = sorted(view.iterdir())
+    if left:
+        raise StudyError(f"{view}: holds files that `plot` did not make ({left[0].name}"
+                         f"{f' and {len(left) - 1} more' if len(left) > 1 else ''}); move them away or choose "
+                         "another --out")
+
+
+def study_view(study: Study, outputpath: Path, view: Path, warn: Callable[[str], None] = warn) -> Path:
+    """A folder of links to the study's own runs, laid out like `outputpath`, so plots never merge other runs.
+
+    The folder's manifest lists every link, figure and folder it holds; a new view removes exactly those (a
+    folder with anything else in it is refused), so no run is ever deleted, even with --outputpath inside it.
+    """
+    if outputpath.resolve().is_relative_to(view.resolve()):
+        raise StudyError(f"--outputpath {outputpath} lies inside the study view {view}, which `plot` rebuilds; "
+                         "choose another --out")
+    _clear_view(view)
+    links, directories = {}, {Path(".")}
+    for point, run in counted_runs(study, outputpath, warn=warn):
+        directory = experiment_directory(point, Path("."))
+        directories.update(directory.parents)
+        directories.add(directory)
+        for path in (run.files.config, run.files.log_json):
+            links[directory / path.name] = path.resolve()
+    from experiments import summary
+    figures = [directory / f"{stem}{suffix}" for directory in {name.parent for name in links}
+               for stem in summary.EXPERIMENT_FIGURES for suffix in (".png", ".pdf")]
+    view.mkdir(parents=True, exist_ok=True)
+    runlog.write_json(view / VIEW_MANIFEST, {
+        "study": study.name, "outputpath": str(outputpath.resolve()), "links": sorted(map(str, links)),
+        "files": sorted(map(str, figures)), "directories": sorted(str(name) for name in directories if name.parts)})
+    for name, target in links.items():
+        (view / name).parent.mkdir(parents=True, exist_ok=True)
+        (view / name).symlink_to(target)
     return view
 
 
@@ -251,17 +368,14 @@ def plot_study(study: Study, outputpath: Path, out: Path | None = None) -> int:
     return 0
 
 
-def table_study(study: Study, outputpath: Path, finished_only: bool = True) -> str:
+def table_study(study: Study, outputpath: Path, finished_only: bool = True, warn: Callable[[str], None] = warn) -> str:
     """The study's numbers as a Markdown table, one row per configuration, over the runs of its grid points only."""
     from experiments import summary  # numpy arithmetic, only needed here
     varying = [key for key in study.points[0] if key != "seed" and len({str(p[key]) for p in study.points}) > 1]
     groups: dict[str, list[runlog.Run]] = {}
-    for point in study.points:
-        label = " ".join(str(point[key]) for key in varying) or study.name
-        runs = [run for run in runlog.read_runs(experiment_directory(point, outputpath)) if matches(run.config, point)
-                and (run.config.get("status") == "finished" or not finished_only)]
-        groups.setdefault(label, []).extend(runs)
-    rows = [summary.summarise(label, runs) for label, runs in groups.items() if runs]
+    for point, run in counted_runs(study, outputpath, finished_only, warn):
+        groups.setdefault(" ".join(str(point[key]) for key in varying) or study.name, []).append(run)
+    rows = [summary.summarise(label, runs) for label, runs in groups.items()]
     if not rows:
         raise StudyError(f"study {study.name}: no {'finished ' if finished_only else ''}runs under {outputpath}")
     return summary.markdown(rows)

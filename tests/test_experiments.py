@@ -1,4 +1,5 @@
 """The study runner: study files expand to the right grids, and finished runs are skipped, interrupted ones resumed."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +43,30 @@ def test_unknown_study_is_one_line_error_and_exit_2(capsys):
     ("[grid]\nnettype = ['LeNet']\n", "no seed"),
     ("[grid]\ntraintype = ['SignFlipping']\nseed = [1]\n[fixed]\nmasktype = 'mask'\n", "does not fit"),
     ("[grid]\nseed = [1]\n[[plot]]\nname = 'x'\nlr = [1.0]\n", "[[plot]]"),
+    ("[grid]\nseed = [1, 2, 1]\n", "gives one run twice .seed=1."),
+    ("[grid]\ntraintype = ['FreeFlipping', 'SignFlipping']\nseed = [1]\n", "gives one run twice"),
+    ("[grid]\nseed = [1]\n[ray]\ncpus = 0\n", "[ray] takes cpus"),
+    ("[grid]\nseed = [1]\n[ray]\nmemory = 1\n", "[ray] takes cpus"),
 ])
 def test_malformed_study_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(experiments.StudyError, match=message.replace("[", r"\[")):
         experiments.load_study(str(path))
+
+
+def test_a_repeated_grid_point_is_refused_with_one_line(tmp_path, capsys):
+    path = tmp_path / "twice.toml"
+    path.write_text("[grid]\nseed = [1, 1]\n")
+    assert main(["run", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "gives one run twice" in error
+
+
+def test_ray_resources_come_from_the_study_file(tmp_path):
+    path = tmp_path / "ray.toml"
+    path.write_text("[grid]\nseed = [1]\n[ray]\ncpus = 2\ngpus = 0.25\n")
+    assert experiments.load_study(str(path)).resources == {"cpus": 2.0, "gpus": 0.25}
 
 
 def test_plot_groups_keep_the_named_grid_values():
@@ -100,13 +119,37 @@ def test_run_with_other_settings_does_not_count(tmp_path, change):
     assert experiments.find_run(POINT, tmp_path) == ("new", None)
 
 
+def fake_trainer(tmp_path: Path, monkeypatch, exit_code: int = 0, seconds: float = 0.0) -> list[list[str]]:
+    """Replace MaskTrainer with a script that records its command line and environment, sleeps, and exits."""
+    script = tmp_path / "fake_trainer.py"
+    script.write_text("import json, os, sys, time\n"
+                      f"record = {{'argv': sys.argv[1:], 'env': dict(os.environ)}}\n"
+                      "with open(os.environ['FAKE_RECORD'], 'a') as file:\n"
+                      "    file.write(json.dumps(record) + '\\n')\n"
+                      f"time.sleep({seconds})\n"
+                      f"sys.exit({exit_code})\n")
+    commands = []
+    original = experiments.trainer_command
+
+    def command(point, outputpath, action, config_path):
+        real = original(point, outputpath, action, config_path)
+        commands.append(real)
+        return [sys.executable, str(script), *real[2:]]
+    monkeypatch.setattr(experiments, "trainer_command", command)
+    monkeypatch.setenv("FAKE_RECORD", str(tmp_path / "record.jsonl"))
+    return commands
+
+
+def fake_records(tmp_path: Path) -> list[dict]:
+    import json
+    return [json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
+
+
 def test_runner_skips_resumes_and_starts_the_right_commands(tmp_path, monkeypatch):
     points = [dict(POINT, seed=seed) for seed in (1, 2, 3)]
     write_run(tmp_path, points[0], "aaaaaaa", "finished", 3)
     interrupted = write_run(tmp_path, points[1], "bbbbbbb", "running", 1)
-    commands = []
-    monkeypatch.setattr(subprocess, "run", lambda command: commands.append(command) or subprocess.CompletedProcess(
-        command, 0))
+    commands = fake_trainer(tmp_path, monkeypatch)
     lines = []
     study = experiments.Study("synthetic", "", points, {})
     assert experiments.run_study(study, tmp_path, say=lines.append) == 0
@@ -116,13 +159,95 @@ def test_runner_skips_resumes_and_starts_the_right_commands(tmp_path, monkeypatc
                                "--seed", "3", "--dataset", "mnist", "--maxepochs", "3", "--batchsize", "25",
                                "--lr", "0.001", "--outputpath", str(tmp_path)]
     assert len(commands) == 2 and "left" in lines[-2]
+    # The trainer is told its claim; one job keeps the machine's threads, as before.
+    claim = Path(fake_records(tmp_path)[0]["env"]["MASKTRAINER_CLAIM"])
+    assert claim.name.startswith("Claim_seed2-")
+    assert claim.parent == experiments.experiment_directory(points[1], tmp_path)
+    assert "TF_NUM_INTRAOP_THREADS" not in fake_records(tmp_path)[0]["env"]
+    assert not list(tmp_path.rglob("Claim_*"))  # released when the runs ended
+    assert lines[-1].startswith("study synthetic: 3/3 runs finished; 2 trained here")
 
 
 def test_dry_run_starts_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda command: pytest.fail("dry run started a process"))
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: pytest.fail("dry run started a process"))
     lines = []
     experiments.run_study(experiments.Study("s", "", [POINT], {}), tmp_path, dry_run=True, say=lines.append)
     assert lines[1].startswith("[1/1] new:") and "--resume" not in lines[2]
+    assert not list(tmp_path.rglob("Claim_*"))
+
+
+def test_failed_runs_are_not_reported_complete(tmp_path, monkeypatch):
+    fake_trainer(tmp_path, monkeypatch, exit_code=2)
+    lines = []
+    study = experiments.Study("s", "", [POINT], {})
+    assert experiments.run_study(study, tmp_path, say=lines.append) == 1
+    assert "FAILED (exit 2)" in lines[-2] and "0/1 runs complete" in lines[-2]
+    assert lines[-1].startswith("study s: 0/1 runs finished") and "1 FAILED: [1]" in lines[-1]
+
+
+def test_jobs_share_the_cores_and_gpus_round_robin(tmp_path, monkeypatch):
+    from experiments import runner
+    fake_trainer(tmp_path, monkeypatch, seconds=0.5)
+    monkeypatch.setattr(runner, "gpu_devices", lambda: ["0", "1"])
+    points = [dict(POINT, seed=seed) for seed in (1, 2, 3, 4)]
+    lines = []
+    assert experiments.run_study(experiments.Study("s", "", points, {}), tmp_path, say=lines.append,
+                                 runs_per_gpu=2) == 0
+    assert lines[1] == (f"study s: training 4 at a time on GPUs 0, 1, {max(1, runner.available_cores() // 4)} "
+                        f"CPU thread{'s' if runner.available_cores() >= 8 else ''} each")
+    environments = [record["env"] for record in fake_records(tmp_path)]
+    assert sorted(env["CUDA_VISIBLE_DEVICES"] for env in environments) == ["0", "0", "1", "1"]
+    for env in environments:
+        assert env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+        assert env["TF_NUM_INTRAOP_THREADS"] == env["PJRT_NPROC"] == str(max(1, runner.available_cores() // 4))
+
+
+@pytest.mark.parametrize("visible, devices", [("0,1", ["0", "1"]), ("", []), ("-1", []), ("2,-1,3", ["2"])])
+def test_gpus_are_the_visible_devices(visible, devices):
+    from experiments import runner
+    assert runner.gpu_devices({"CUDA_VISIBLE_DEVICES": visible}) == devices
+
+
+def test_gpus_are_found_with_nvidia_smi(tmp_path, monkeypatch):
+    from experiments import runner
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert runner.gpu_devices({}) == ["0", "1"]
+
+
+def test_interrupting_the_runner_stops_its_trainers_and_releases_their_claims(tmp_path, monkeypatch):
+    import _thread
+    import threading
+    fake_trainer(tmp_path, monkeypatch, seconds=60)
+    points = [dict(POINT, seed=seed) for seed in (1, 2)]
+    threading.Timer(3.0, _thread.interrupt_main).start()
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run_study(experiments.Study("s", "", points, {}), tmp_path, jobs=2, say=lines.append)
+    assert any("interrupting 2 runs" in line for line in lines) and len(fake_records(tmp_path)) == 2
+    assert not list(tmp_path.rglob("Claim_*"))
+
+
+def test_a_point_claimed_by_a_live_runner_waits_and_counts_when_that_runner_finishes(tmp_path, monkeypatch):
+    from experiments import claims
+    commands = fake_trainer(tmp_path, monkeypatch)
+    directory = experiments.experiment_directory(POINT, tmp_path)
+    other = claims.acquire(directory, experiments.claim_stem(POINT), 20, note={"host": "elsewhere"})
+    # The other runner finishes its run two seconds later and releases its claim.
+    threading_timer(2.0, lambda: (write_run(tmp_path, POINT, "aaaaaaa", "finished", 3), other.release()))
+    lines = []
+    assert experiments.run_study(experiments.Study("s", "", [POINT], {}), tmp_path, say=lines.append,
+                                 stale_after=20) == 0
+    assert "claimed by elsewhere" in lines[2] and not commands
+    assert "finished by another runner" in lines[3]
+    assert lines[-1].startswith("study s: 1/1 runs finished; 0 trained here") and "1 by other runners" in lines[-1]
+
+
+def threading_timer(seconds: float, action) -> None:
+    import threading
+    threading.Timer(seconds, action).start()
 
 
 def test_tiny_study_end_to_end_second_run_skips(tmp_path, mnist_directory, monkeypatch, capfd):
@@ -143,7 +268,7 @@ def test_plot_view_links_only_the_studys_own_runs(tmp_path):
     own = write_run(tmp_path, POINT, "aaaaaaa", "finished", 3)
     write_run(tmp_path, POINT, "bbbbbbb", "finished", 2, trainsize=500)  # a quick test run in the same directory
     view = experiments.study_view(experiments.Study("s", "", [POINT], {}), tmp_path, tmp_path / "view")
-    linked = sorted(path.name for path in view.rglob("*.json"))
+    linked = sorted(path.name for path in view.rglob("*_ID*.json"))
     assert linked == ["Config_IDaaaaaaa.json", "TrainLogs_IDaaaaaaa.json"]
     assert (experiments.experiment_directory(POINT, view) / own.name).resolve() == own.resolve()
 
@@ -156,3 +281,91 @@ def test_table_counts_finished_runs_of_the_grid_only(tmp_path):
     study = experiments.Study("s", "", points, {})
     assert "| s | 1 | 3 | 10.00% [10.00%, 10.00%] |" in experiments.table_study(study, tmp_path)
     assert "| s | 2 | 1/3 |" in experiments.table_study(study, tmp_path, finished_only=False)
+
+
+def test_table_counts_a_seed_trained_twice_once_and_warns(tmp_path, capsys):
+    write_run(tmp_path, POINT, "aaaaaaa", "finished", 2)
+    write_run(tmp_path, POINT, "bbbbbbb", "finished", 3)  # the same point trained again, by a second runner
+    study_file = tmp_path / "s.toml"
+    study_file.write_text('[grid]\nseed = [2]\n[fixed]\nnettype = "LeNet"\ntraintype = "FreeFlipping"\n'
+                          'initializer = "heconstant"\ndataset = "mnist"\nmaxepochs = 3\nbatchsize = 25\n'
+                          'lr = 0.001\n')
+    assert main(["table", str(study_file), "--outputpath", str(tmp_path)]) == 0
+    output = capsys.readouterr()
+    assert "| s | 1 | 3 |" in output.out
+    assert output.err.count("\n") == 1 and output.err.startswith("python -m experiments: warning: ")
+    assert "seed 2: bbbbbbb counted, aaaaaaa left out" in output.err
+
+
+def plot_files(tmp_path: Path) -> Path:
+    study_file = tmp_path / "s.toml"
+    study_file.write_text('[grid]\nseed = [2]\n[fixed]\nnettype = "LeNet"\ntraintype = "FreeFlipping"\n'
+                          'initializer = "heconstant"\ndataset = "mnist"\nmaxepochs = 3\n')
+    return study_file
+
+
+def test_plot_never_deletes_runs_under_its_view_folder(tmp_path, capsys):
+    """The view folder once was rmtree'd whole: with --outputpath inside it, every run of the study went."""
+    report = tmp_path / "report"
+    outputs = report / "s" / "runs"
+    config = write_run(outputs, POINT, "aaaaaaa", "finished", 3)
+    assert main(["plot", str(plot_files(tmp_path)), "--outputpath", str(outputs), "--out", str(report)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "lies inside the study view" in error
+    assert config.exists() and runlog.RunFiles.from_config_path(config).log_json.exists()
+
+
+def test_plot_refuses_a_view_folder_holding_files_it_did_not_make(tmp_path, capsys):
+    write_run(tmp_path / "Outputs", POINT, "aaaaaaa", "finished", 3)
+    notes = tmp_path / "report" / "s" / "runs" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    assert main(["plot", str(plot_files(tmp_path)), "--outputpath", str(tmp_path / "Outputs"),
+                 "--out", str(tmp_path / "report")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds files that `plot` did not make (notes.txt)" in error
+    assert notes.read_text() == "mine"
+
+
+def test_a_new_view_removes_only_what_the_last_one_made(tmp_path):
+    outputs = tmp_path / "Outputs"
+    own = write_run(outputs, POINT, "aaaaaaa", "finished", 3)
+    study = experiments.Study("s", "", [POINT], {})
+    view = experiments.study_view(study, outputs, tmp_path / "view")
+    directory = experiments.experiment_directory(POINT, view)
+    (directory / "Accuracy_Sparsity.png").write_bytes(b"figure")  # what Plotter writes there
+    again = experiments.study_view(study, outputs, tmp_path / "view")
+    assert (directory / own.name).resolve() == own.resolve() and not (directory / "Accuracy_Sparsity.png").exists()
+    assert own.exists() and runlog.RunFiles.from_config_path(own).log_json.exists()
+    (directory / "mine.txt").write_text("kept")  # something a person put into the view
+    with pytest.raises(experiments.StudyError, match="did not make"):
+        experiments.study_view(study, outputs, again)
+    assert (directory / "mine.txt").read_text() == "kept" and own.exists()
+
+
+def test_the_study_commands_load_neither_tensorflow_nor_ray(tmp_path):
+    """`list`, `table` and `plot` read files only; `run` checks every point against the registries, so it
+    loads Keras (see test_a_study_is_checked_whole_before_anything_runs)."""
+    study_file = plot_files(tmp_path)
+    code = ("import sys; from experiments.__main__ import main\n"
+            f"main(['list']); main(['table', {str(study_file)!r}, '--outputpath', {str(tmp_path)!r}])\n"
+            "import Plotter\n"
+            "sys.exit(sorted({'tensorflow', 'keras', 'jax', 'ray'} & set(sys.modules)) != [])")
+    assert subprocess.run([sys.executable, "-c", code], cwd=experiments.REPO_ROOT, capture_output=True,
+                          timeout=120).returncode == 0
+
+
+@pytest.mark.parametrize("fixed, message", [
+    ("nettype = 'ResNet'", "nettype 'ResNet' is not one of LeNet"),
+    ("activation = 'tanh'", "activation 'tanh' is not one of"),
+    ("p1 = 'abc'", "p1 'abc' is not a probability"),
+    ("lr = -1.0", "lr -1.0 is not a positive number"),
+    ("trainsize = 0", "trainsize 0 is not a positive integer"),
+])
+def test_a_study_is_checked_whole_before_anything_runs(tmp_path, capsys, fixed, message):
+    study_file = tmp_path / "bad.toml"
+    study_file.write_text(f"[grid]\nseed = [1, 2]\n[fixed]\n{fixed}\n")
+    assert main(["run", str(study_file), "--dry-run", "--outputpath", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error and str(study_file) in error
+    assert not (tmp_path / "out").exists()

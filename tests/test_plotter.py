@@ -18,7 +18,8 @@ PDF_MAGIC = b"%PDF-"
 
 
 def write_run(directory: Path, run_id: str, test_accuracy: list[float], val_accuracy: list[float] | None = None,
-              traintype: str = "FreePruning", changed_means: str = "pruned", p1: float = 0.5) -> runlog.RunFiles:
+              traintype: str = "FreePruning", changed_means: str = "pruned", p1: float = 0.5,
+              seed: int | None = None) -> runlog.RunFiles:
     """A run whose two layers (20 and 10 connections) each lose 2 connections per epoch."""
     epochs = len(test_accuracy)
     per_layer = [[[0, 2 * epoch, size - 2 * epoch, 0, 0, 0] for size in LAYER_SIZES] for epoch in range(epochs)]
@@ -32,7 +33,7 @@ def write_run(directory: Path, run_id: str, test_accuracy: list[float], val_accu
            "status": "finished"}
     config = {"nettype": "LeNet", "traintype": traintype, "initializer": "he", "activation": "relu",
               "masktype": "mask", "p1": p1, "lr": 0.001, "dataset": "mnist", "batchsize": 25, "trainsize": 100,
-              "runId": run_id, "changedMeans": changed_means}
+              "runId": run_id, "changedMeans": changed_means, **({"seed": seed} if seed is not None else {})}
     files = runlog.RunFiles(directory, run_id)
     runlog.write_json(files.config, config)
     runlog.write_log(files, log)
@@ -103,9 +104,28 @@ def test_summary_gives_final_accuracy_statistics_accuracy_at_best_validation_and
     # best validation epochs: 1 (first of the maxima 0.6), 3, and 2 (first of two 0.6s)
     np.testing.assert_allclose(float(row["test accuracy at best validation"]), np.mean([0.5, 0.9, 0.6]))
     np.testing.assert_allclose(float(row["fraction changed"]), 12 / 30)
+    np.testing.assert_allclose(float(row["seconds per epoch"]), 1.0)
     markdown = (tmp_path / "report" / "Summary.md").read_text()
-    assert "| FreePruning LeNet he p1=0.5 | 3 | 3 | 0.8000 |" in markdown
+    assert f"| {tmp_path / 'experiment'} | FreePruning LeNet he p1=0.5 | 3 | 3 | 80.00% [70.00%, 90.00%] | " \
+           "66.67% [50.00%, 90.00%] | 40.00% pruned | - | - | 1.0 |" in markdown  # no masks: no effective size
     assert markdown in capsys.readouterr().out
+
+
+def test_plotter_and_the_table_command_share_one_summary():
+    from experiments import summary
+    assert Plotter.summary is summary and not hasattr(Plotter, "markdown_table")
+
+
+def test_a_seed_trained_twice_counts_once_with_its_longer_run_and_a_warning(tmp_path, capsys):
+    write_run(tmp_path, "aaaaaaa", [0.1, 0.5, 0.7], seed=1)
+    write_run(tmp_path, "bbbbbbb", [0.1, 0.6, 0.8, 0.9], seed=1)  # the same run again, one epoch further
+    write_run(tmp_path, "ccccccc", [0.1, 0.4, 0.6, 0.7], seed=2)
+    experiment = Plotter.load_experiment(tmp_path)
+    assert [run.run_id for run in experiment.runs] == ["bbbbbbb", "ccccccc"]
+    np.testing.assert_allclose(experiment.test_accuracy[:, -1], [0.9, 0.7])
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and warning.startswith(f"Plotter.py: warning: {tmp_path}: ")
+    assert "seed 1: bbbbbbb counted, aaaaaaa left out" in warning
 
 
 def test_figures_are_written_as_png_and_pdf_with_a_comparison_for_two_directories(tmp_path):
@@ -215,3 +235,8 @@ def test_real_runs_of_two_training_types_are_plotted_and_summarised(tmp_path, mn
         assert (directory / "Accuracy_Sparsity.pdf").read_bytes().startswith(b"%PDF")
     summary = (tmp_path / "Outputs" / "Summary.csv").read_text()
     assert "FreePruning" in summary and "MinFlipping" in summary
+    rows = {row["configuration"]: row for row in read_summary(tmp_path / "Outputs")}
+    # after two short epochs every unit still has inputs and outputs: the compact network is the whole one
+    for row in rows.values():
+        assert row["units alive"] == "300/100/10"
+        assert int(float(row["parameters"])) == 266_200 >= float(row["effective parameters"]) > 0

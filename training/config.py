@@ -114,6 +114,8 @@ class RunConfig:
         metadata = _FIELDS[name].metadata
         if value is None and metadata["optional"]:
             return None
+        if metadata["parse"] is float and _is_int(value):  # 1 is as good a learning rate as 1.0
+            value = float(value)
         if metadata["choices"] is not None:
             choices = metadata["choices"]()
             return None if value in choices else f"not one of {', '.join(map(str, choices))}"
@@ -185,3 +187,12 @@ class RunConfig:
 
 _FIELDS = {item.name: item for item in fields(RunConfig)}
 SETTING_NAMES = tuple(_FIELDS)
+# The settings a run's experiment directory names (SPEC.md section 7), in the order of its path.
+DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr")
+# Settings checked against a registry (networks, initializers, ...): checking them loads Keras, the rest do not.
+REGISTRY_SETTINGS = ("nettype", "initializer", "activation", "masktype", "dataset")
+
+
+def default(name: str):
+    """The default of setting `name`."""
+    return _FIELDS[name].default

@@ -28,6 +28,8 @@ from training.config import ConfigError, RunConfig
 from training.interrupts import DeferredInterrupt
 
 CLAIM_ENV = "MASKTRAINER_CLAIM"  # a study runner's claim file, refreshed after every epoch (experiments)
+# Thread limits the study runner sets per job; TensorFlow's results depend on them in the last bits.
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "PJRT_NPROC", "OMP_NUM_THREADS")
 # The per-epoch values under Keras's names, for callbacks such as EarlyStopping(monitor="val_accuracy").
 KERAS_LOG_NAMES = {"trainLoss": "loss", "trainAccuracy": "accuracy", "valLoss": "val_loss",
                    "valAccuracy": "val_accuracy", "testLoss": "test_loss", "testAccuracy": "test_accuracy"}
@@ -62,7 +64,13 @@ def new_record(settings: RunConfig) -> dict:
     seed = settings.seed or draw_seed()
     return {**settings.to_dict(), "seed": seed, "requestedSeed": settings.seed, "dataset": settings.dataset_name(),
             "changedMeans": settings.training_type.changed_means, "runId": runlog.new_run_id(),
-            "backend": backend.NAME, "versions": library_versions(backend), "startTime": now(), "status": "running"}
+            "backend": backend.NAME, "versions": library_versions(backend), "threads": thread_settings(),
+            "startTime": now(), "status": "running"}
+
+
+def thread_settings() -> dict[str, str]:
+    """The thread limits in force: a run resumed under other limits is not bit-identical to an uninterrupted one."""
+    return {name: os.environ[name] for name in THREAD_ENV if name in os.environ}
 
 
 def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
@@ -87,8 +95,11 @@ def new_log(layer_names: list[str]) -> dict:
 def refresh_claim() -> None:
     """Touch the study runner's claim file, if this run was started under one, to show the run is alive."""
     claim = os.environ.get(CLAIM_ENV)
-    if claim and os.path.exists(claim):
-        os.utime(claim)
+    if claim:
+        try:
+            os.utime(claim)
+        except FileNotFoundError:  # released or taken over meanwhile: the runner that owns it decides
+            pass
 
 
 class Run:
