@@ -15,7 +15,7 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 try:
     from training import backends  # light: Keras is loaded inside main
-    from training.config import RunConfig
+    from training.config import ConfigError, RunConfig
 except KeyboardInterrupt:  # Ctrl-C while Python loads NumPy
     print("\nMaskTrainer.py: interrupted", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
@@ -73,18 +73,18 @@ def given_settings(args: argparse.Namespace) -> dict:
 
 
 def resolve_run(args: argparse.Namespace):
-    """The settings, configuration record and files of the run to train; ValueError for bad input."""
+    """The settings, configuration record and files of the run to train; one of BAD_INPUT for bad input."""
     import datasets
     import runlog
     from training.run import new_record, read_record, thread_settings
     given = given_settings(args)
     if args.resume is not None:
         if not args.resume.strip():
-            raise ValueError("--resume needs the path of a Config_ID<id>.json file")
+            raise ConfigError("--resume needs the path of a Config_ID<id>.json file")
         other = sorted(set(given) - {"maxepochs"})
         if other:
-            raise ValueError(f"--resume takes its settings from the file; only --maxepochs (to extend) may be "
-                             f"given, not --{other[0]}")
+            raise ConfigError(f"--resume takes its settings from the file; only --maxepochs (to extend) may be "
+                              f"given, not --{other[0]}")
         files = runlog.RunFiles.from_config_path(args.resume)
         settings, record = read_record(files)
         if record.get("threads", {}) != thread_settings():
@@ -130,7 +130,7 @@ def prepare_output(files, record: dict, outputpath: str) -> None:
     try:
         runlog.write_json(files.config, record)
     except OSError as error:
-        raise ValueError(f"cannot write to output path {outputpath}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot write to output path {outputpath}: {error.strerror or error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         import datasets
         import runlog
         from training.run import Run, RunFailed
+        bad_input = (ConfigError, datasets.DatasetError, datasets.DataNotFoundError, runlog.RunLogError)
         try:
             settings, record, files = resolve_run(args)
             if args.resume is not None and already_finished(args, settings, record, files):
@@ -149,16 +150,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             run = Run(settings, record, files, verbose=args.verbose, callbacks=callbacks_for(args, files))
             prepare_output(files, record, settings.outputpath)
-        except (ValueError, datasets.DataNotFoundError) as error:  # every bad input, found before any training
+        except bad_input as error:  # every bad input, found before any training
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except Exception:  # noqa: BLE001  a bug, not bad input: shown whole; no run file exists yet
+            traceback.print_exc()
+            print(f"{PROG}: failed before the run started", file=sys.stderr)
+            return EXIT_FAILED
         print(f"run {files.run_id}: {files.directory} (seed {settings.seed}, backend {record['backend']})")
         try:
             run.train()
         except RunFailed as failure:
             print(f"{PROG}: run stopped: {failure}", file=sys.stderr)
             return EXIT_RUN_STOPPED
-        except runlog.RunLogError as error:  # a damaged checkpoint or log met on resuming: the run is left as it was
+        except bad_input as error:  # a checkpoint or log refused on resuming: the run is left as it was
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         except OSError as error:  # a full disk: the files keep the last finished epoch
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             print(f"{PROG}: run {files.run_id} failed; its configuration records why", file=sys.stderr)
             return EXIT_FAILED
-    except ValueError as error:  # an unsupported backend
+    except ConfigError as error:  # an unsupported backend
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

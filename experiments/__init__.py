@@ -27,9 +27,10 @@ STUDY_DIRECTORY = Path(__file__).resolve().parent
 REPO_ROOT = STUDY_DIRECTORY.parent
 # The settings a study may set: every RunConfig field but where the files and the data are.
 STUDY_SETTINGS = tuple(name for name in SETTING_NAMES if name not in ("outputpath", "datadir"))
-# Settings that a run's directory does not already name, and that must agree for a run to count (not `jit`,
-# which changes how the loop is compiled, not the experiment).
-MATCHED_KEYS = tuple(name for name in STUDY_SETTINGS if name not in DIRECTORY_SETTINGS + ("jit",))
+# Settings that a run's directory does not already name, and that must agree for a run to count: not `jit`,
+# which changes how the loop is compiled, not the experiment, and not `maxepochs`, since a run is the same run
+# however far it went (a finished run with fewer epochs than a study asks for is extended).
+MATCHED_KEYS = tuple(name for name in STUDY_SETTINGS if name not in DIRECTORY_SETTINGS + ("jit", "maxepochs"))
 
 
 class StudyError(ValueError):
@@ -118,7 +119,8 @@ def load_study(study: str) -> Study:
         raise StudyError(f"{path}: {error}") from None
     seen = {}
     for point in points:
-        twin = seen.setdefault((experiment_directory(point, Path(".")), claim_stem(point)), point)
+        identity = tuple(str(setting(resolved(point), key)) for key in MATCHED_KEYS)
+        twin = seen.setdefault((experiment_directory(point, Path(".")), identity), point)
         if twin is not point:
             both = describe(point) if describe(point) == describe(twin) else f"{describe(twin)} and {describe(point)}"
             raise StudyError(f"{path}: the grid gives one run twice ({both}); list each value once")
@@ -156,12 +158,14 @@ def experiment_directory(point: dict, outputpath: Path) -> Path:
 
 
 def matches(config: dict, point: dict) -> bool:
-    """Whether a recorded configuration is this point's run (the directory already fixes the other settings)."""
+    """Whether a recorded configuration is this point's run, trained this far or less (the directory already
+    fixes the other settings)."""
     for key in MATCHED_KEYS:
         wanted = setting(point, key)
         if not (key == "dataset" and wanted is None) and config.get(key, default(key)) != wanted:
             return False
-    return True
+    recorded = config.get("maxepochs")
+    return isinstance(recorded, int) and recorded <= setting(point, "maxepochs")
 
 
 def claim_stem(point: dict) -> str:
@@ -169,6 +173,8 @@ def claim_stem(point: dict) -> str:
     `matches` compares (the directory holds the rest), so two studies that share a run share its claim."""
     p = resolved(point)
     identity = {key: setting(p, key) for key in MATCHED_KEYS}
+    if identity["dataset"] is None:  # the network's own, named as the run's configuration records it
+        identity["dataset"] = RunConfig(nettype=setting(p, "nettype")).dataset_name()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"seed{setting(p, 'seed')}-{digest}"
 
@@ -182,7 +188,8 @@ def logged_epochs(config_path: Path) -> int:
 
 
 def find_run(point: dict, outputpath: Path) -> tuple[str, Path | None]:
-    """("finished" or "failed", config) to skip; ("resume", config) for the furthest unfinished run; ("new", None)."""
+    """("finished" or "failed", config) to skip; ("resume", config) for the furthest unfinished run, or for a
+    finished one to extend to the point's maxepochs; ("new", None)."""
     found = []
     for config_path in sorted(experiment_directory(point, outputpath).glob("Config_ID*.json")):
         try:
@@ -190,7 +197,8 @@ def find_run(point: dict, outputpath: Path) -> tuple[str, Path | None]:
         except runlog.RunLogError:
             continue
         if matches(config, point):
-            if config.get("status") in ("finished", "failed"):
+            if config.get("status") == "failed" or (config.get("status") == "finished"
+                                                     and config.get("maxepochs") == setting(point, "maxepochs")):
                 return config["status"], config_path
             found.append(config_path)
     if found:
@@ -201,8 +209,8 @@ def find_run(point: dict, outputpath: Path) -> tuple[str, Path | None]:
 def trainer_command(point: dict, outputpath: Path, action: str, config_path: Path | None) -> list[str]:
     """The MaskTrainer command line for a new run, or for resuming `config_path`."""
     trainer = [sys.executable, str(REPO_ROOT / "MaskTrainer.py")]
-    if action == "resume":
-        return trainer + ["--resume", str(config_path)]
+    if action == "resume":  # with the point's epochs: a finished run asked for more is extended
+        return trainer + ["--resume", str(config_path), "--maxepochs", str(setting(point, "maxepochs"))]
     flags = [item for key, value in point.items() for item in (f"--{key}", str(value))]
     return trainer + flags + ["--outputpath", str(outputpath)]
 

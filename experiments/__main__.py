@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run --ray: CPUs per run (default: the study's [ray] cpus, else 1)")
     parser.add_argument("--ray-gpus", type=positive(float, inclusive=True), default=None, metavar="G",
                         help="run --ray: GPUs per run, fractions allowed (default: the study's [ray] gpus, else 0)")
-    parser.add_argument("--stale-after", type=positive(float, inclusive=True), default=claims.STALE_AFTER,
+    parser.add_argument("--stale-after", type=positive(float), default=claims.STALE_AFTER,
                         metavar="SECONDS",
                         help="run: a claim not refreshed for this long is abandoned and its run taken over "
                              "(default %(default).0f)")

@@ -51,7 +51,7 @@ def test_a_jax_run_needs_no_tensorflow(tmp_path, mnist_directory):
     assert "--tensorboard needs TensorFlow" in result.stderr and "Traceback" not in result.stderr
     files = only_run(tmp_path)
     assert json.loads(files.config.read_text())["status"] == "finished" and files.model.exists()
-    for tool in (["Plotter.py", str(files.directory)], ["experiments", "list"]):
+    for tool in ([str(REPO_ROOT / "Plotter.py"), str(files.directory)], ["experiments", "list"]):
         result = run_script(*tool, backend="jax", blocked=True, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
 

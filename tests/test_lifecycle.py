@@ -83,6 +83,25 @@ def test_resume_of_an_empty_path_is_refused(tmp_path, capsys, monkeypatch):
     assert not any(tmp_path.iterdir()), "no default run may start"
 
 
+def test_a_huge_number_in_a_configuration_is_refused_not_a_crash(finished_run, capsys):
+    finished_run.config.write_text(finished_run.config.read_text().replace('"lr": 0.001', '"lr": 1' + '0' * 400))
+    assert MaskTrainer.main(["--resume", str(finished_run.config), "--maxepochs", "2"]) == 2
+    assert "lr 1000" in one_line_error(capsys)
+
+
+def test_an_internal_value_error_while_building_is_not_called_bad_input(finished_run, capsys, monkeypatch):
+    import networks
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in a network")
+    monkeypatch.setattr(networks, "build", broken)
+    config = json.loads(finished_run.config.read_text())
+    assert MaskTrainer.main(["--outputpath", str(finished_run.directory.parent), "--datadir", config["datadir"],
+                             *SLICE, "--maxepochs", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "ValueError: a bug in a network" in error
+
+
 def test_resume_refuses_settings_other_than_maxepochs(finished_run, capsys):
     assert MaskTrainer.main(["--resume", str(finished_run.config), "--lr", "0.1"]) == 2
     assert "not --lr" in one_line_error(capsys)
@@ -116,7 +135,12 @@ def test_a_finished_run_extended_equals_a_straight_run(tmp_path, mnist_directory
     files = only_run(tmp_path / "extended")
     assert MaskTrainer.main(["--resume", str(files.config)]) == 0
     assert "already finished" in capsys.readouterr().out
+    first_epochs, weights_written = runlog.read_log(files.log_json)["epochSeconds"], files.weights.stat().st_mtime_ns
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "1"]) == 0
+    assert "already finished" in capsys.readouterr().out
     assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "4"]) == 0
+    assert runlog.read_log(files.log_json)["epochSeconds"][:3] == first_epochs, "epochs 1-2 are not trained again"
+    assert files.weights.stat().st_mtime_ns == weights_written
     assert train(tmp_path / "straight", mnist_directory, "--maxepochs", "4", "--seed", "9",
                  "--traintype", "MinPruning") == 0
     straight = only_run(tmp_path / "straight")

@@ -112,7 +112,8 @@ def test_a_killed_runner_leaves_a_claim_that_the_next_runner_takes_over_once_sta
     # As if the dead runner had been on another machine: only the stale time frees its claim.
     runlog.write_json(claim, {**json.loads(claim.read_text()), "host": "another-host"})
 
-    taker = runner("run", str(study), "--outputpath", str(tmp_path / "killed"), "--stale-after", "5",
+    # Longer than `run` takes to check the study (it loads Keras), so the taker first finds the claim fresh.
+    taker = runner("run", str(study), "--outputpath", str(tmp_path / "killed"), "--stale-after", "15",
                    data=mnist_directory)
     output = taker.communicate(timeout=300)[0]
     assert taker.returncode == 0, output

@@ -52,6 +52,9 @@ def restore(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimize
     """
     arrays = runlog.read_npz(path)
     recorded = tuple(str(arrays[key]) if key in arrays else None for key in ("runId", "settingsDigest"))
+    if recorded == (None, None):
+        raise runlog.RunLogError(f"{path}: names no owning run (written before checkpoints did), so it cannot be "
+                                 f"told from another run's; resume it with the version that wrote it")
     if recorded != tuple(owner):
         raise runlog.RunLogError(f"{path}: belongs to another run (run {recorded[0]}, settings {recorded[1]}), "
                                  f"not to run {owner[0]} with settings {owner[1]}; refusing to resume from it")
@@ -74,6 +77,8 @@ def save_model(path: Path, model: keras.Model) -> None:
 
 def restore_from_model(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
     """Load a finished run's saved model (weights, scores and optimizer state) to extend it."""
+    if not path.exists():
+        raise runlog.RunLogError(f"{path}: file not found, so the finished run cannot be extended")
     try:
         saved = keras.saving.load_model(path)
     except Exception as error:  # a damaged zip, a foreign file: Keras raises many kinds

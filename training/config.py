@@ -50,7 +50,10 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    """A finite int or float (an int too large for a float is not: it would overflow on conversion)."""
+    if _is_int(value):
+        return abs(value) < 2**1023
+    return isinstance(value, float) and math.isfinite(value)
 
 
 # A check returns what the value must be (for the message) when it fails, else None.
@@ -114,7 +117,7 @@ class RunConfig:
         metadata = _FIELDS[name].metadata
         if value is None and metadata["optional"]:
             return None
-        if metadata["parse"] is float and _is_int(value):  # 1 is as good a learning rate as 1.0
+        if metadata["parse"] is float and _is_number(value):  # 1 is as good a learning rate as 1.0
             value = float(value)
         if metadata["choices"] is not None:
             choices = metadata["choices"]()
@@ -136,7 +139,7 @@ class RunConfig:
             raise ConfigError(f"{source}: missing setting {missing[0]!r}")
         values = {name: data[name] for name in _FIELDS if name in data}
         for name, value in values.items():
-            if _FIELDS[name].metadata["parse"] is float and _is_int(value):
+            if _FIELDS[name].metadata["parse"] is float and _is_int(value) and _is_number(value):
                 values[name] = value = float(value)
             reason = cls.problem(name, value)
             if reason:
@@ -181,8 +184,8 @@ class RunConfig:
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
-        text = json.dumps(self.identity(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        identity = json.dumps(self.identity(), sort_keys=True)
+        return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
 _FIELDS = {item.name: item for item in fields(RunConfig)}

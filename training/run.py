@@ -79,6 +79,8 @@ def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
     settings = RunConfig.from_dict(record, str(files.config), complete=True)
     if settings.seed == 0 or settings.dataset is None:
         raise ConfigError(f"{files.config}: records no seed or dataset; it was not written by MaskTrainer")
+    if not isinstance(record.get("jitCompiled", False), bool) or not isinstance(record.get("threads", {}), dict):
+        raise ConfigError(f"{files.config}: jitCompiled should be true or false, threads a table")
     backend = record.get("backend", "tensorflow")  # files from before the JAX backend were all TensorFlow's
     if backend != backends.current().NAME:
         raise ConfigError(f"{files.config}: run {files.run_id} was trained with KERAS_BACKEND={backend}; "
@@ -167,11 +169,11 @@ class Run:
 
     def restore(self) -> tuple[dict, int] | None:
         """The log to continue and its last finished epoch, from the checkpoint, else from a finished run's
-        model (to extend it); None when there is nothing to continue."""
+        model (to extend it); None for a run that has nothing to continue. Writes nothing."""
         if self.files.checkpoint.exists():
             epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
                                        owner=(self.files.run_id, self.settings.digest()))
-        elif self.record.get("status") == "finished" and self.files.model.exists():
+        elif self.record.get("status") == "finished":
             checkpoint.restore_from_model(self.files.model, self.model, self.optimizer)
             epoch = None  # a finished run's model is the state after its last logged epoch
         else:
@@ -180,6 +182,9 @@ class Run:
         epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
         if len(log["testAccuracy"]) <= epoch:
             raise runlog.RunLogError(f"{self.files.log_json}: fewer epochs than its checkpoint")
+        if epoch > self.settings.maxepochs:
+            raise ConfigError(f"{self.files.config}: run {self.files.run_id} has trained {epoch} epochs, more than "
+                              f"--maxepochs {self.settings.maxepochs}")
         for key in runlog.EPOCH_KEYS + ("remainingWeightsPerLayer",):
             del log[key][epoch + 1:]
         log["status"] = "running"
@@ -242,15 +247,16 @@ class Run:
         log = None
         try:
             with self.interrupt:
+                restored = self.restore()  # first, so that a refused resume changes no file
                 runlog.clean_temporaries(self.files)
                 self.record.update(status="running", stopReason=None, maxepochs=self.settings.maxepochs)
                 runlog.write_json(self.files.config, self.record)
                 refresh_claim()
-                log, done = self.restore() or self.start()
+                log, done = restored or self.start()
                 self.interrupt.check()
                 self.train_epochs(log, done)
-        except (KeyboardInterrupt, OSError, runlog.RunLogError):
-            raise  # resumable (the files hold the last finished epoch), or a damaged file met on resuming
+        except (KeyboardInterrupt, OSError, runlog.RunLogError, ConfigError):
+            raise  # resumable (the files hold the last finished epoch), or a file refused on resuming
         except Exception as error:
             reason = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {error}"
             self.set_status(log, "failed", reason)

@@ -3,7 +3,8 @@
 Everything above this package (the run, its logs and checkpoints, the layers) is written once in `keras.ops`
 and never asks which backend it runs on; the backend is chosen the Keras way, by `KERAS_BACKEND`. Each
 implementation module (`tensorflow_backend`, `jax_backend`) provides the same names: `NAME`, a `CompiledSteps`
-subclass `Steps`, `enable_determinism()`, `device()`, `versions()` and `use_jit(jit, convolutional)`.
+subclass `Steps`, `enable_determinism()`, `device()`, `versions()`, `use_jit(jit, convolutional)` and
+`steps_per_call(jit, convolutional)`.
 """
 import importlib
 import os
@@ -28,10 +29,11 @@ def requested() -> str:
 
 
 def check_supported(name: str | None = None) -> str:
-    """`name` (default: the requested backend) if this project runs on it; else a one-line ValueError."""
+    """`name` (default: the requested backend) if this project runs on it; else a one-line ConfigError."""
+    from training.config import ConfigError
     name = name or requested()
     if name not in SUPPORTED:
-        raise ValueError(f"KERAS_BACKEND={name} is not supported; use {' or '.join(SUPPORTED)}")
+        raise ConfigError(f"KERAS_BACKEND={name} is not supported; use {' or '.join(SUPPORTED)}")
     return name
 
 
@@ -128,4 +130,5 @@ class CompiledSteps(ABC):
 
 
 def evaluation_slices(size: int) -> list[slice]:
+    """The batches an evaluation of `size` images runs in."""
     return [slice(start, start + EVALUATION_BATCH) for start in range(0, size, EVALUATION_BATCH)]

@@ -130,15 +130,18 @@ class Steps(CompiledSteps):
     def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None,
                     between_calls: Callable[[], None] | None = None) -> float:
         state, loss_sum, steps_done = self._read_state(), jnp.float32(0.0), 0
-        for call in self.calls(order):
-            state, call_loss = self._call_for(call.shape, state)(state, self.x_train, self.y_train, jnp.asarray(call))
-            loss_sum += call_loss
-            steps_done += len(call)
-            if on_progress is not None:
-                on_progress(steps_done, float(loss_sum) / steps_done)
-            if between_calls is not None:
-                between_calls()
-        self._write_state(state)
+        try:
+            for call in self.calls(order):
+                state, call_loss = self._call_for(call.shape, state)(state, self.x_train, self.y_train,
+                                                                     jnp.asarray(call))
+                loss_sum += call_loss
+                steps_done += len(call)
+                if on_progress is not None:
+                    on_progress(steps_done, float(loss_sum) / steps_done)
+                if between_calls is not None:
+                    between_calls()
+        finally:  # also when interrupted: the variables must hold live arrays, not donated ones (as on TensorFlow)
+            self._write_state(state)
         return float(loss_sum) / max(steps_done, 1)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
