@@ -14,6 +14,7 @@ import datasets  # noqa: E402  (the environment variable above must be set befor
 import runlog  # noqa: E402
 from export import ExportError  # noqa: E402
 from export.run_files import read_run_record  # noqa: E402
+from training.config import ConfigError  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_VERIFY_FAILED = 2, 1
 
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         record = read_run_record(args.run, checkpoint=args.checkpoint)  # no Keras yet: bad input fails fast
         from export.writer import export_run, report_lines  # loads Keras and TensorFlow
         report = export_run(record, args.out, compact=args.compact, verify=args.verify, datadir=args.datadir)
-    except (ExportError, runlog.RunLogError, datasets.DataNotFoundError, OSError) as error:
+    except (ExportError, ConfigError, runlog.RunLogError, datasets.DataNotFoundError, OSError) as error:
         print(f"Exporter.py: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print("\n".join(report_lines(report)))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import runlog
 from training import types as training_types
-from training.config import DIRECTORY_SETTINGS, REGISTRY_SETTINGS, SETTING_NAMES, ConfigError, RunConfig, default
+from training.config import DIRECTORY_SETTINGS, SETTING_NAMES, ConfigError, RunConfig, default
 
 STUDY_DIRECTORY = Path(__file__).resolve().parent
 REPO_ROOT = STUDY_DIRECTORY.parent
@@ -81,8 +81,8 @@ def _check_settings(path: Path, table: dict, section: str, lists: bool) -> None:
             raise StudyError(f"{path}: seeds must be explicit integers >= 1 so runs can be repeated")
         if key == "traintype" and any(v not in training_types.names() for v in values):
             raise StudyError(f"{path}: unknown traintype in {values}; choose from {', '.join(training_types.names())}")
-        for item in values if key not in REGISTRY_SETTINGS else ():
-            reason = RunConfig.problem(key, item)
+        for item in values:
+            reason = RunConfig.problem(key, item, registries=False)
             if reason:
                 raise StudyError(f"{path}: [{section}] {key} {item!r} is {reason}")
 

@@ -13,10 +13,7 @@ import numpy as np
 
 import runlog
 from export import ExportError
-from training import types as training_types
-
-CONFIG_KEYS = ("nettype", "traintype", "initializer", "activation", "masktype", "p1", "seed", "status")
-
+from training.config import RunConfig
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -65,7 +62,7 @@ class RunRecord:
 
     @property
     def trains_weights(self) -> bool:
-        return training_types.get(self.config["traintype"]).trains_weights
+        return RunConfig.from_dict(self.config, str(self.files.config), registries=False).training_type.trains_weights
 
     @property
     def logged_epochs(self) -> int:
@@ -95,13 +92,10 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     (one line naming the file) when it cannot be exported as asked."""
     files = runlog.RunFiles.from_config_path(config_path)
     config = runlog.read_json(files.config)
-    missing = [key for key in CONFIG_KEYS if key not in config]
-    if missing:
-        raise ExportError(f"{files.config}: lacks {', '.join(missing)}")
-    try:
-        trains_weights = training_types.get(config["traintype"]).trains_weights
-    except ValueError as error:
-        raise ExportError(f"{files.config}: {error}") from None
+    settings = RunConfig.from_dict(config, str(files.config), complete=True, registries=False)  # no Keras yet
+    trains_weights = settings.training_type.trains_weights
+    if "status" not in config:  # the record beside the settings that the export needs
+        raise ExportError(f"{files.config}: lacks status")
     log = runlog.read_log(files.log_json)
     finished = config["status"] == "finished"
     if checkpoint:

@@ -19,7 +19,8 @@ import runlog
 from export import ExportError
 from export.run_files import Preprocessing, RunRecord
 from masks import masked_layers  # importing masks and networks registers the layers a Model file holds
-from training import types as training_types
+from training import checkpoint, types as training_types
+from training.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -144,28 +145,14 @@ def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, prepr
     return {name: (weights[name] * mask_arrays[name]).astype(np.float32) for name in weights}
 
 
-def _from_checkpoint(path: Path, run_id: str, template: keras.Model, trains_weights: bool) -> tuple[dict, int]:
-    """Assign the checkpoint's `model/<variable path>` arrays to the template's variables."""
-    arrays = runlog.read_npz(path)
-    if "runId" in arrays and str(arrays["runId"]) != run_id:
-        raise ExportError(f"{path}: belongs to run {arrays['runId']}, not to run {run_id}")
-    variables = {f"model/{variable.path}": variable for variable in template.weights}
-    unknown = sorted(key for key in arrays if key.startswith("model/") and key not in variables)
-    if unknown:
-        raise ExportError(f"{path}: holds {unknown[0]}, which the {template.name} network of this run lacks")
-    if "epoch" not in arrays or arrays["epoch"].shape != ():
-        raise ExportError(f"{path}: lacks the epoch it was written after")
+def _from_checkpoint(path: Path, owner: tuple[str, str], template: keras.Model,
+                     trains_weights: bool) -> tuple[dict, int]:
+    """Load the checkpoint's model variables into the template (the trainer's own reader, owner checked)."""
     drawn = _kernels(template)
-    for key, variable in variables.items():
-        if key not in arrays:
-            raise ExportError(f"{path}: lacks {key} of the {template.name} network of this run")
-        if tuple(arrays[key].shape) != tuple(variable.shape):
-            raise ExportError(f"{path}: {key} has shape {arrays[key].shape}, the network's is "
-                              f"{tuple(variable.shape)}")
-        variable.assign(arrays[key])
+    epoch = checkpoint.restore_model(path, template, owner)
     if not trains_weights:
         _check_frozen_weights(_kernels(template), drawn, path)
-    return effective_kernels(template), int(arrays["epoch"])
+    return effective_kernels(template), epoch
 
 
 def read_trained_run(record: RunRecord) -> TrainedRun:
@@ -178,7 +165,8 @@ def read_trained_run(record: RunRecord) -> TrainedRun:
                           f"the {network_input_scale(template)} of the run's {config['initializer']} network")
     epoch = record.logged_epochs
     if record.source == files.checkpoint:
-        kernels, epoch = _from_checkpoint(files.checkpoint, files.run_id, template, record.trains_weights)
+        owner = (files.run_id, RunConfig.from_dict(config, str(files.config), complete=True).digest())
+        kernels, epoch = _from_checkpoint(files.checkpoint, owner, template, record.trains_weights)
         if epoch > record.logged_epochs:
             raise ExportError(f"{files.checkpoint}: written after epoch {epoch}, but {files.log_json.name} "
                               f"records only {record.logged_epochs}")

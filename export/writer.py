@@ -1,6 +1,5 @@
 """Exporting one run: the plain `.keras` file, its size report (printed and written as JSON beside it), and
 optionally its accuracy on the raw test set, measured on the file as written (loaded in safe mode)."""
-import os
 import secrets
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from export.compaction import effective_size
 from export.plain_model import hidden_activation, plain_model
 from export.run_files import RunRecord
 from export.trained_run import read_trained_run
+from training import checkpoint
 
 
 def save_model(model: keras.Model, path: Path) -> int:
@@ -22,12 +22,7 @@ def save_model(model: keras.Model, path: Path) -> int:
     if path.suffix != ".keras":
         raise ExportError(f"{path}: the model file must end in .keras")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    checkpoint.save_model(path, model)
     return path.stat().st_size
 
 

@@ -154,7 +154,8 @@ def test_runner_skips_resumes_and_starts_the_right_commands(tmp_path, monkeypatc
     study = experiments.Study("synthetic", "", points, {})
     assert experiments.run_study(study, tmp_path, say=lines.append) == 0
     assert lines[0] == "study synthetic: 3 runs: 1 finished, 0 failed, 1 resume, 1 new"
-    assert commands[0] == [sys.executable, str(experiments.REPO_ROOT / "MaskTrainer.py"), "--resume", str(interrupted)]
+    assert commands[0] == [sys.executable, str(experiments.REPO_ROOT / "MaskTrainer.py"), "--resume", str(interrupted),
+                           "--maxepochs", "3"]
     assert commands[1][2:] == ["--nettype", "LeNet", "--traintype", "FreeFlipping", "--initializer", "heconstant",
                                "--seed", "3", "--dataset", "mnist", "--maxepochs", "3", "--batchsize", "25",
                                "--lr", "0.001", "--outputpath", str(tmp_path)]
@@ -369,3 +370,13 @@ def test_a_study_is_checked_whole_before_anything_runs(tmp_path, capsys, fixed, 
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error and str(study_file) in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_with_fewer_epochs_is_extended_not_trained_again(tmp_path, monkeypatch):
+    shorter = write_run(tmp_path, dict(POINT, maxepochs=2), "ccccccc", "finished", 2)
+    write_run(tmp_path, dict(POINT, maxepochs=5), "ddddddd", "finished", 5)  # longer than asked: another run
+    assert experiments.find_run(POINT, tmp_path) == ("resume", shorter)
+    commands = fake_trainer(tmp_path, monkeypatch)
+    experiments.run_study(experiments.Study("s", "", [POINT], {}), tmp_path, say=lambda line: None)
+    assert commands == [[sys.executable, str(experiments.REPO_ROOT / "MaskTrainer.py"), "--resume", str(shorter),
+                         "--maxepochs", "3"]]

@@ -15,6 +15,7 @@ import Exporter
 import initializers
 import networks
 import runlog
+from training.config import RunConfig
 from export import ACTIVATION_AT_ZERO, compact_kernels, effective_size
 from export.plain_model import plain_model
 from export.run_files import Preprocessing
@@ -265,9 +266,9 @@ def write_run(directory: Path, traintype: str = "FreePruning", status: str = "fi
     drawn = networks.build("LeNet", INPUT_SHAPES["LeNet"], mask_type=None, seed=seed)
     preprocessing = preprocessing_for(model)
     files = runlog.RunFiles(directory, run_id)
-    config = {"nettype": "LeNet", "traintype": traintype, "initializer": "he", "activation": "relu",
-              "masktype": kind.mask_types[0], "p1": 0.5, "seed": seed, "dataset": "mnist", "maxepochs": maxepochs,
-              "precision": "float32", "runId": run_id, "status": status}
+    config = {**RunConfig().to_dict(), "nettype": "LeNet", "traintype": traintype, "initializer": "he",
+              "activation": "relu", "masktype": kind.mask_types[0], "p1": 0.5, "seed": seed, "dataset": "mnist",
+              "maxepochs": maxepochs, "runId": run_id, "status": status}  # as MaskTrainer records one
     runlog.write_json(files.config, config)
     masks = {layer.name: (np.ones(layer.kernel.shape, np.float32) if layer.mask is None
                           else keras.ops.convert_to_numpy(layer.mask)) for layer in masked_layers(model)}
@@ -284,7 +285,9 @@ def write_run(directory: Path, traintype: str = "FreePruning", status: str = "fi
         model.save(files.model)
     if checkpoint:
         arrays = {f"model/{v.path}": keras.ops.convert_to_numpy(v) for v in model.weights}
-        runlog.write_npz(files.checkpoint, {**arrays, "epoch": np.array(epochs)})
+        owner = RunConfig.from_dict(config, "test", complete=True).digest()
+        runlog.write_npz(files.checkpoint, {**arrays, "epoch": np.array(epochs), "runId": np.array(run_id),
+                                            "settingsDigest": np.array(owner)})
     return files.config, model, preprocessing
 
 

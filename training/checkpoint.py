@@ -29,10 +29,8 @@ def save(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, 
     runlog.write_npz(path, arrays)
 
 
-def _assign(source: Path, arrays: dict[str, np.ndarray], model: keras.Model,
-            optimizer: keras.optimizers.Optimizer) -> None:
+def _assign(source: Path, arrays: dict[str, np.ndarray], variables: dict[str, keras.Variable]) -> None:
     """Assign every variable its array by path; RunLogError naming the first variable that does not fit."""
-    variables = _variables(model, optimizer)
     unknown = sorted(key for key in set(arrays) - set(variables) if "/" in key)
     if unknown:
         raise runlog.RunLogError(f"{source}: holds {unknown[0]}, which the model built from its configuration lacks")
@@ -45,11 +43,8 @@ def _assign(source: Path, arrays: dict[str, np.ndarray], model: keras.Model,
         variable.assign(arrays[key])
 
 
-def restore(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, owner: tuple[str, str]) -> int:
-    """Load a checkpoint into a freshly built model and optimizer; returns its epoch.
-
-    RunLogError when the file belongs to another run (another id or other settings) or does not fit the model.
-    """
+def _read_owned(path: Path, owner: tuple[str, str]) -> dict[str, np.ndarray]:
+    """A checkpoint's arrays, after checking that it belongs to `owner` and names its epoch."""
     arrays = runlog.read_npz(path)
     recorded = tuple(str(arrays[key]) if key in arrays else None for key in ("runId", "settingsDigest"))
     if recorded == (None, None):
@@ -60,7 +55,24 @@ def restore(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimize
                                  f"not to run {owner[0]} with settings {owner[1]}; refusing to resume from it")
     if "epoch" not in arrays or arrays["epoch"].shape != () or not np.issubdtype(arrays["epoch"].dtype, np.integer):
         raise runlog.RunLogError(f"{path}: lacks the epoch it was written after")
-    _assign(path, arrays, model, optimizer)
+    return arrays
+
+
+def restore(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, owner: tuple[str, str]) -> int:
+    """Load a checkpoint into a freshly built model and optimizer; returns its epoch.
+
+    RunLogError when the file belongs to another run (another id or other settings) or does not fit the model.
+    """
+    arrays = _read_owned(path, owner)
+    _assign(path, arrays, _variables(model, optimizer))
+    return int(arrays["epoch"])
+
+
+def restore_model(path: Path, model: keras.Model, owner: tuple[str, str]) -> int:
+    """Load only the model's variables from a checkpoint (the optimizer's are left out); returns its epoch."""
+    arrays = _read_owned(path, owner)
+    _assign(path, {key: value for key, value in arrays.items() if not key.startswith("optimizer/")},
+            {f"model/{v.path}": v for v in model.weights})
     return int(arrays["epoch"])
 
 
@@ -86,4 +98,4 @@ def restore_from_model(path: Path, model: keras.Model, optimizer: keras.optimize
     if saved.optimizer is None:
         raise runlog.RunLogError(f"{path}: holds no optimizer state, so the run cannot be extended exactly")
     arrays = {key: keras.ops.convert_to_numpy(v) for key, v in _variables(saved, saved.optimizer).items()}
-    _assign(path, arrays, model, optimizer)
+    _assign(path, arrays, _variables(model, optimizer))

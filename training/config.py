@@ -112,9 +112,12 @@ class RunConfig:
                              choices=lambda: ["float32", "mixed_float16", "mixed_bfloat16"])
 
     @staticmethod
-    def problem(name: str, value) -> str | None:
-        """Why `value` cannot be setting `name` (one phrase), or None when it can."""
+    def problem(name: str, value, registries: bool = True) -> str | None:
+        """Why `value` cannot be setting `name` (one phrase), or None when it can; with `registries` False the
+        names that only a registry can confirm pass (checking them loads Keras)."""
         metadata = _FIELDS[name].metadata
+        if not registries and name in REGISTRY_SETTINGS:
+            return None
         if value is None and metadata["optional"]:
             return None
         if metadata["parse"] is float and _is_number(value):  # 1 is as good a learning rate as 1.0
@@ -126,11 +129,12 @@ class RunConfig:
         return None if requirement is None else f"not {requirement}"
 
     @classmethod
-    def from_dict(cls, data: dict, source: str, complete: bool = False) -> "RunConfig":
+    def from_dict(cls, data: dict, source: str, complete: bool = False, registries: bool = True) -> "RunConfig":
         """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
 
         `complete`: every setting must be present (a configuration file); else missing ones take defaults
-        (a study's grid point). Each value is checked; ConfigError names `source` and the setting.
+        (a study's grid point). Each value is checked (see `problem` for `registries`); ConfigError names
+        `source` and the setting.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
@@ -141,7 +145,7 @@ class RunConfig:
         for name, value in values.items():
             if _FIELDS[name].metadata["parse"] is float and _is_int(value) and _is_number(value):
                 values[name] = value = float(value)
-            reason = cls.problem(name, value)
+            reason = cls.problem(name, value, registries)
             if reason:
                 raise ConfigError(f"{source}: {name} {value!r} is {reason}")
         return cls(**values).resolved(source)
