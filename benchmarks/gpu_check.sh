@@ -5,7 +5,7 @@
 #
 # Prepare on the development machine, from the repository root (the GPU machine has Python 3.12 and JAX with
 # CUDA, but no Keras and no internet):
-#   echo /.whl/ >> .git/info/exclude; echo /.gpu/ >> .git/info/exclude
+# (.whl/ and .gpu/ are git-ignored)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl keras==3.15.1 namex optree
 #   mkdir -p .gpu/cifar10 && cp ../shared/data/build_cifar10.py .gpu/ \
