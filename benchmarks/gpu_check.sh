@@ -20,11 +20,11 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
 fi
-DATA=.data
-if [ -f .gpu/build_cifar10.py ] && [ ! -d "$DATA/cifar10/cifar-10-batches-py" ]; then
+export MASKTRAINER_DATA=${MASKTRAINER_DATA:-$(pwd)/.data}  # the runs of the study read it too
+DATA=$MASKTRAINER_DATA
+if [ -f .gpu/build_cifar10.py ] && [ ! -f "$DATA/cifar10/cifar-10-batches-py/test_batch" ]; then
     python3 .gpu/build_cifar10.py "$DATA/cifar10"
 fi
-DATA=${MASKTRAINER_DATA:-$DATA}
 { nvidia-smi -L || true; python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)"; } \
     > "$OUT/machine.txt" 2>&1
 STUDY=conv-short
