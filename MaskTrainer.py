@@ -16,6 +16,7 @@ EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
 try:
     from training import backends  # light: Keras is loaded inside main
     from training.config import ConfigError, RunConfig
+    from training.interrupts import DeferredInterrupt
 except KeyboardInterrupt:  # Ctrl-C while Python loads NumPy
     print("\nMaskTrainer.py: interrupted", file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
@@ -135,9 +136,12 @@ def prepare_output(files, record: dict, outputpath: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     files = None
+    loading = DeferredInterrupt()  # a KeyboardInterrupt inside the backend's C++ start-up can abort the process
     try:
         backends.check_supported()
-        backends.load_keras()
+        with loading:
+            backends.load_keras()
+        loading.check()  # Ctrl-C while the libraries loaded takes effect now
         args = build_parser().parse_args(argv)
         import datasets
         import runlog
