@@ -19,7 +19,7 @@ import runlog
 from export import ExportError
 from export.run_files import Preprocessing, RunRecord
 from masks import masked_layers  # importing masks and networks registers the layers a Model file holds
-from training import checkpoint, types as training_types
+from training import checkpoint, statistics, types as training_types
 from training.config import RunConfig
 
 
@@ -86,22 +86,12 @@ def _check_shapes(kernels: dict[str, np.ndarray], template: keras.Model, path: P
                               f"built for the input of {preprocessing_path.name} has {shape}")
 
 
-def _kernels(model: keras.Model) -> dict[str, np.ndarray]:
-    """W of every masked layer, by name."""
-    return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in masked_layers(model)}
-
-
 def _check_frozen_weights(found: dict[str, np.ndarray], drawn: dict[str, np.ndarray], path: Path) -> None:
     """A frozen W must be the one drawn from the run's seed (which the template redrew)."""
     for name, kernel in drawn.items():
         if not np.array_equal(found[name], kernel):
             raise ExportError(f"{path}: the weights of {name} are not those drawn from the run's seed: "
                               f"the file belongs to another run")
-
-
-def _sign_counts(values: np.ndarray) -> list[int]:
-    return [int(np.count_nonzero(values < 0)), int(np.count_nonzero(values == 0)),
-            int(np.count_nonzero(values > 0))]
 
 
 def _check_logged_counts(kernels: dict[str, np.ndarray], log: dict, log_path: Path, epoch: int,
@@ -111,8 +101,9 @@ def _check_logged_counts(kernels: dict[str, np.ndarray], log: dict, log_path: Pa
     if len(per_layer) != len(kernels):
         raise ExportError(f"{log_path}: records {len(per_layer)} layers, the network has {len(kernels)}")
     for (name, kernel), counts in zip(kernels.items(), per_layer):
-        if _sign_counts(kernel) != list(counts)[3:6]:
-            raise ExportError(f"{path}: {name} has {_sign_counts(kernel)} negative/zero/positive effective "
+        found = statistics.sign_counts(kernel)
+        if found != list(counts)[3:6]:
+            raise ExportError(f"{path}: {name} has {found} negative/zero/positive effective "
                               f"weights, {log_path.name} records {list(counts)[3:6]} at epoch {epoch}: "
                               f"the files belong to different runs")
 
@@ -133,7 +124,7 @@ def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, pr
     layers = masked_layers(model)
     _check_shapes({layer.name: layer.kernel for layer in layers}, template, path, "layers", preprocessing_path)
     if not trains_weights:
-        _check_frozen_weights(_kernels(model), _kernels(template), path)
+        _check_frozen_weights(statistics.kernels(model), statistics.kernels(template), path)
     return effective_kernels(model)
 
 
@@ -141,17 +132,17 @@ def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, prepr
     weights, mask_arrays = runlog.read_npz(files.weights), runlog.read_npz(files.masks)
     _check_shapes(weights, template, files.weights, "weights of", preprocessing_path)
     _check_shapes(mask_arrays, template, files.masks, "masks of", preprocessing_path)
-    _check_frozen_weights(weights, _kernels(template), files.weights)
+    _check_frozen_weights(weights, statistics.kernels(template), files.weights)
     return {name: (weights[name] * mask_arrays[name]).astype(np.float32) for name in weights}
 
 
 def _from_checkpoint(path: Path, owner: tuple[str, str], template: keras.Model,
                      trains_weights: bool) -> tuple[dict, int]:
     """Load the checkpoint's model variables into the template (the trainer's own reader, owner checked)."""
-    drawn = _kernels(template)
+    drawn = statistics.kernels(template)
     epoch = checkpoint.restore_model(path, template, owner)
     if not trains_weights:
-        _check_frozen_weights(_kernels(template), drawn, path)
+        _check_frozen_weights(statistics.kernels(template), drawn, path)
     return effective_kernels(template), epoch
 
 

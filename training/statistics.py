@@ -22,7 +22,8 @@ def kernels(model: keras.Model) -> dict[str, np.ndarray]:
     return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in masked_layers(model)}
 
 
-def _sign_counts(values: np.ndarray) -> list[int]:
+def sign_counts(values: np.ndarray) -> list[int]:
+    """Negative, zero and positive entries: the counts the log keeps per layer."""
     return [int(np.count_nonzero(values < 0)), int(np.count_nonzero(values == 0)),
             int(np.count_nonzero(values > 0))]
 
@@ -46,7 +47,7 @@ def mask_statistics(model: keras.Model, initial_mask_signs: dict[str, np.ndarray
     per_layer, remaining, changed = [], 0, 0
     for name, mask in masks.items():
         effective = weights[name] * mask
-        per_layer.append(_sign_counts(mask) + _sign_counts(effective))
+        per_layer.append(sign_counts(mask) + sign_counts(effective))
         remaining += int(np.count_nonzero(effective))
         changed += int(np.count_nonzero(np.sign(mask) != initial_mask_signs[name]))
     total = sum(mask.size for mask in masks.values())
