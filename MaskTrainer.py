@@ -139,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     loading = DeferredInterrupt()  # a KeyboardInterrupt inside the backend's C++ start-up can abort the process
     try:
         backends.check_supported()
+        args = build_parser().parse_args(argv)  # the registries load without Keras: --help is quick
         with loading:
             backends.load_keras()
         loading.check()  # Ctrl-C while the libraries loaded takes effect now
-        args = build_parser().parse_args(argv)
         import datasets
         import runlog
         from training.run import Run, RunFailed

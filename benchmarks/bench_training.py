@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 import datasets  # noqa: E402
 import networks  # noqa: E402
-from masks import masked_layers  # noqa: E402
+from masks.layers import masked_layers  # noqa: E402
 from training import backends, types as training_types  # noqa: E402
 from training.run import epoch_order  # noqa: E402
 from training.types import TRAINING_TYPES  # noqa: E402

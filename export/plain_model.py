@@ -12,11 +12,11 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-import networks
 from export import ExportError
 from export.compaction import compact_kernels, effective_size
 from export.run_files import Preprocessing
-from masks import MaskedConv2D, MaskedDense, masked_layers
+from masks.layers import MaskedConv2D, MaskedDense, masked_layers
+from networks.assembly import MaxPool2x2
 
 RAW_INPUT_DTYPE = "uint8"
 
@@ -58,7 +58,7 @@ def _conv(layer: MaskedConv2D, kernel: np.ndarray, dtype: str) -> keras.layers.L
 # Plain counterparts: of the masked layers (given their exported kernel), and of the layers without weights.
 PLAIN_MASKED_LAYERS = {MaskedDense: _dense, MaskedConv2D: _conv}
 PLAIN_LAYERS = {
-    networks.MaxPool2x2: lambda layer, dtype: keras.layers.MaxPooling2D(2, name=layer.name, dtype=dtype),
+    MaxPool2x2: lambda layer, dtype: keras.layers.MaxPooling2D(2, name=layer.name, dtype=dtype),
     keras.layers.Flatten: lambda layer, dtype: keras.layers.Flatten(name=layer.name, dtype=dtype),
     keras.layers.Rescaling: lambda layer, dtype: keras.layers.Rescaling(layer.scale, layer.offset,
                                                                         name=layer.name, dtype=dtype),

@@ -15,10 +15,11 @@ import keras
 import numpy as np
 
 import networks
+import networks.assembly  # registers the layers and initializers a Model file holds
 import runlog
 from export import ExportError
 from export.run_files import Preprocessing, RunRecord
-from masks import masked_layers  # importing masks and networks registers the layers a Model file holds
+from masks.layers import masked_layers
 from training import checkpoint, statistics, types as training_types
 from training.config import RunConfig
 

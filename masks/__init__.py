@@ -1,6 +1,7 @@
-"""Mask functions and masked layers: a Keras 3 library for training connectivity."""
-from masks.functions import MASK_FUNCTIONS, binary_mask, rescaled_binary_mask, sign_mask
-from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, MaskedLayer, masked_layers
+"""Mask functions and masked layers: a Keras 3 library for training connectivity.
 
-__all__ = ["MASK_FUNCTIONS", "binary_mask", "rescaled_binary_mask", "sign_mask", "KeptFractionReward",
-           "MaskedConv2D", "MaskedDense", "MaskedLayer", "masked_layers"]
+Importing the package loads only the registry of mask functions (no Keras); the layers are in `masks.layers`.
+"""
+from masks.functions import MASK_FUNCTIONS, get
+
+__all__ = ["MASK_FUNCTIONS", "get"]

@@ -1,5 +1,6 @@
-"""Shared test setup: the repository root on sys.path, quiet TensorFlow, and the data directory."""
+"""Shared test setup: the repository root on sys.path, quiet TensorFlow, Ctrl-C as in a terminal, the data."""
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -8,6 +9,10 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# A shell script's background job ignores SIGINT, and so would every trainer the tests start (ignored signals are
+# inherited); restoring Python's handler here gives the children a terminal's Ctrl-C, which the tests send.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def data_directory() -> Path | None:

@@ -93,3 +93,25 @@ def test_a_normal_run_prints_only_the_projects_own_lines(tmp_path, mnist_directo
     output, error = process.stdout, process.stderr
     assert process.returncode == 0 and error == "", error
     assert all(line.startswith(("run ", "epoch ")) for line in output.splitlines())
+
+
+LIGHT_COMMANDS = {
+    "trainer help": ("MaskTrainer.py", ["--help"]),
+    "trainer bad choice": ("MaskTrainer.py", ["--nettype", "ResNet"]),
+    "plotter help": ("Plotter.py", ["--help"]),
+    "experiments help": ("experiments", ["--help"]),
+    "study dry run": ("experiments", ["run", "conv-short", "--dry-run"]),
+}
+
+
+@pytest.mark.parametrize("case", list(LIGHT_COMMANDS))
+def test_help_and_checks_load_no_deep_learning_library(case, tmp_path):
+    """--help and the checks of choices take a fraction of a second: the registries import no Keras."""
+    script, argv = LIGHT_COMMANDS[case]
+    run = ("runpy.run_module('experiments', run_name='__main__', alter_sys=True)" if script == "experiments"
+           else f"runpy.run_path({script!r}, run_name='__main__')")
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, *{argv!r}]\ntry:\n    {run}\nexcept SystemExit:\n    pass\n"
+            "print(sorted({name.split('.')[0] for name in sys.modules} & {'keras', 'tensorflow', 'jax'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "MASKTRAINER_DATA": str(tmp_path)})
+    assert result.stdout.splitlines()[-1] == "[]", result.stderr

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -223,7 +224,14 @@ def test_interrupting_the_runner_stops_its_trainers_and_releases_their_claims(tm
     import threading
     fake_trainer(tmp_path, monkeypatch, seconds=60)
     points = [dict(POINT, seed=seed) for seed in (1, 2)]
-    threading.Timer(3.0, _thread.interrupt_main).start()
+    record = tmp_path / "record.jsonl"
+
+    def interrupt_once_both_started():  # however loaded the machine, both trainers are running when Ctrl-C comes
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (record.exists() and len(record.read_text().splitlines()) == 2):
+            time.sleep(0.1)
+        _thread.interrupt_main()
+    threading.Thread(target=interrupt_once_both_started, daemon=True).start()
     lines = []
     with pytest.raises(KeyboardInterrupt):
         experiments.run_study(experiments.Study("s", "", points, {}), tmp_path, jobs=2, say=lines.append)

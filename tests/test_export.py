@@ -20,7 +20,7 @@ from export import ACTIVATION_AT_ZERO, compact_kernels, effective_size
 from export.plain_model import plain_model
 from export.run_files import Preprocessing
 from export.trained_run import effective_kernels, network_input_scale
-from masks import MaskedDense, masked_layers
+from masks.layers import MaskedDense, masked_layers
 from training import types as training_types
 
 INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import networks
-from masks import MASK_FUNCTIONS, KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
+from masks import MASK_FUNCTIONS
+from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
+from networks.assembly import MaxPool2x2
 from tests.helpers import output_and_gradient
 
 INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}
@@ -62,7 +64,7 @@ def test_binary_gives_the_logits_of_heconstant_with_the_same_signs(name):
 
 def test_pooling_equals_keras_max_pooling():
     x = np.random.default_rng(1).standard_normal((2, 7, 9, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(networks.MaxPool2x2()(x)),
+    np.testing.assert_array_equal(np.asarray(MaxPool2x2()(x)),
                                   np.asarray(keras.layers.MaxPooling2D(2)(x)))
 
 

@@ -225,7 +225,7 @@ def test_a_network_added_to_the_registry_trains_through_the_cli_with_defaults(tm
     import networks
 
     def tiny(x, layers, num_classes):
-        return layers.classifier(num_classes)(keras.layers.Flatten()(x))
+        return layers.classifier(num_classes)(layers.flatten()(x))
     monkeypatch.setitem(networks.NETWORKS, "Tiny", networks.NetworkSpec(tiny, "mnist", convolutional=False))
     assert train(tmp_path, mnist_directory, "--nettype", "Tiny", "--maxepochs", "1") == 0
     log = runlog.read_log(only_run(tmp_path).log_json)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import networks
-from masks import masked_layers
+from masks.layers import masked_layers
 from training import backends
 
 BACKEND = backends.current()

@@ -69,8 +69,9 @@ def _take(args) -> bool:
 def test_of_many_runners_racing_for_a_point_exactly_one_wins(tmp_path, stale):
     if stale:
         age(claims.acquire(tmp_path, STEM, 600, note={"host": "another-host"}).path, 60)
-    start = time.time() + 1.0
-    with multiprocessing.get_context("fork").Pool(8) as pool:
+    start = time.time() + 3.0  # time for the eight processes to start, so they race
+    # spawn, not fork: forking a process that runs TensorFlow's or JAX's threads (earlier tests) can deadlock
+    with multiprocessing.get_context("spawn").Pool(8) as pool:
         won = pool.map(_take, [(tmp_path, start)] * 8)
     assert sum(won) == 1
     assert [generation for generation, _ in claims.generations(tmp_path, STEM)] == ([0, 1] if stale else [0])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import runlog
-from masks import masked_layers
+from masks.layers import masked_layers
 from training.types import TRAINING_TYPES
 from tests.helpers import new_run
 

@@ -22,7 +22,7 @@ import datasets
 import initializers
 import networks
 import runlog
-from masks import masked_layers
+from masks.layers import masked_layers
 from training import backends, checkpoint, statistics
 from training.config import ConfigError, RunConfig
 from training.interrupts import DeferredInterrupt

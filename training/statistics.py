@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from masks import masked_layers
+from masks.layers import masked_layers
 
 
 def current_masks(model: keras.Model) -> dict[str, np.ndarray]:

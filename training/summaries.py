@@ -8,7 +8,7 @@ import numpy as np
 import tensorboard  # noqa: F401  (tf.summary writes nothing without it: importing it here fails early)
 import tensorflow as tf
 
-from masks import masked_layers
+from masks.layers import masked_layers
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "changed_fraction")
 

@@ -1,0 +1,38 @@
+"""The registry's draws as a Keras initializer, so a masked layer saves and reloads with its draw."""
+import keras
+
+import initializers
+
+_PACKAGE = "masktrainer"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SeededInitializer(keras.initializers.Initializer):
+    """Draws with `initializers.draw(draw, seed, shape, p1)`: a registered initializer's name, or SCORES."""
+
+    def __init__(self, draw: str, seed: int, p1: float = 0.5):
+        self.draw = draw
+        self.seed = int(seed)
+        self.p1 = float(p1)
+
+    def __call__(self, shape, dtype=None):
+        values = initializers.draw(self.draw, self.seed, shape, self.p1)
+        return keras.ops.convert_to_tensor(values, dtype=dtype or "float32")
+
+    def get_config(self) -> dict:
+        return {"draw": self.draw, "seed": self.seed, "p1": self.p1}
+
+
+class _FormerInitializerClass:
+    """Reads an initializer saved as one of the classes per draw that Model files held before 2026-11-26."""
+
+    def __init__(self, draw: str):
+        self.draw = draw
+
+    def from_config(self, config: dict) -> SeededInitializer:
+        return SeededInitializer(self.draw, **config)
+
+
+for _class_name, _draw in {"GlorotNormal": "glorot", "HeNormal": "he", "HeConstant": "heconstant",
+                           "Binary": "binary", "UniformScores": initializers.SCORES}.items():
+    keras.saving.get_custom_objects()[f"{_PACKAGE}>{_class_name}"] = _FormerInitializerClass(_draw)

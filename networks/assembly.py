@@ -1,0 +1,103 @@
+"""A registered architecture made into a Keras model of masked layers, each with its own seeds.
+
+The factory gives each masked layer its own seeds, derived from the run seed and the layer's position, so the
+same seed always draws the same weights and no two layers share a draw. Importing this module registers every
+layer and initializer a saved model of this project holds.
+"""
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+from keras import ops
+
+import initializers
+import networks
+from initializers.keras_initializer import SeededInitializer
+from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
+
+
+def layer_seed(run_seed: int, layer_index: int, role: int) -> int:
+    """A 32-bit seed for one draw (role 0: weights, 1: scores) of one layer."""
+    return int(np.random.SeedSequence([run_seed, layer_index, role]).generate_state(1)[0])
+
+
+@keras.saving.register_keras_serializable(package="masktrainer")
+class MaxPool2x2(keras.layers.Layer):
+    """2x2 max-pooling, stride 2, `valid`, computed as a reshape and a max.
+
+    Same forward values as `keras.layers.MaxPooling2D(2)`; its gradient is deterministic on every device,
+    whereas TensorFlow refuses MaxPoolGrad under XLA once op determinism is on.
+    """
+
+    def call(self, x):
+        height, width, channels = x.shape[1] // 2, x.shape[2] // 2, x.shape[3]
+        x = x[:, :2 * height, :2 * width, :]
+        return ops.max(ops.reshape(x, (-1, height, 2, width, 2, channels)), axis=(2, 4))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1] // 2, input_shape[2] // 2, input_shape[3])
+
+
+@dataclass
+class LayerFactory:
+    """Makes the layers of one network, numbering the masked ones to derive their seeds."""
+    mask_type: str | None
+    initializer: str
+    p1: float
+    seed: int
+    activation: str
+    rewards_unchanged: bool = False
+    count: int = field(default=0, init=False)
+
+    def _common(self, prefix: str, activation: str) -> dict:
+        index = self.count
+        self.count += 1
+        return dict(
+            name=f"{prefix}_{index + 1}",
+            activation=activation,
+            mask_type=self.mask_type,
+            kernel_initializer=SeededInitializer(self.initializer, layer_seed(self.seed, index, 0), self.p1),
+            score_initializer=SeededInitializer(initializers.SCORES, layer_seed(self.seed, index, 1)),
+            mask_regularizer=KeptFractionReward() if self.rewards_unchanged and self.mask_type else None,
+        )
+
+    def dense(self, units: int, activation: str | None = None) -> MaskedDense:
+        return MaskedDense(units, **self._common("dense", activation or self.activation))
+
+    def conv(self, filters: int) -> MaskedConv2D:
+        return MaskedConv2D(filters, **self._common("conv", self.activation))
+
+    def classifier(self, num_classes: int) -> MaskedDense:
+        return self.dense(num_classes, activation="softmax")
+
+    def max_pool(self) -> MaxPool2x2:
+        return MaxPool2x2()
+
+    def flatten(self) -> keras.layers.Flatten:
+        return keras.layers.Flatten()
+
+
+def _assemble(name: str, input_shape: tuple, num_classes: int, layers: LayerFactory,
+              input_scale: float) -> keras.Model:
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs if input_scale == 1.0 else keras.layers.Rescaling(input_scale, name="input_scale")(inputs)
+    return keras.Model(inputs, networks.get(name).builder(x, layers, num_classes), name=name)
+
+
+def build_model(name: str, input_shape: tuple, *, activation: str = "relu", mask_type: str | None = "mask",
+                initializer: str = "he", p1: float = 0.5, seed: int = 1, rewards_unchanged: bool = False,
+                num_classes: int = 10) -> keras.Model:
+    """Build network `name` with masked layers; weights drawn from `initializer` with per-layer seeds.
+
+    For initializers that scale the input (`binary`), the scale is computed from the kernel shapes of a
+    first build, then the network is built again with it (same seeds, so the same weights).
+    """
+    def factory():
+        return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged)
+
+    model = _assemble(name, input_shape, num_classes, factory(), 1.0)
+    scale = initializers.get(initializer).input_scale(
+        [tuple(layer.kernel.shape) for layer in masked_layers(model)])
+    if scale != 1.0:
+        model = _assemble(name, input_shape, num_classes, factory(), scale)
+    return model
