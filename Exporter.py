@@ -14,6 +14,7 @@ import datasets  # noqa: E402  (the environment variable above must be set befor
 import runlog  # noqa: E402
 from export import ExportError  # noqa: E402
 from export.run_files import read_run_record  # noqa: E402
+from training import backends  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_VERIFY_FAILED = 2, 1
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         record = read_run_record(args.run, checkpoint=args.checkpoint)  # no Keras yet: bad input fails fast
-        from export.writer import export_run, report_lines  # loads Keras and TensorFlow
-        report = export_run(record, args.out, compact=args.compact, verify=args.verify, datadir=args.datadir)
+        # Keras loads TensorFlow, also on JAX to read and save model files: its start-up notices are kept off
+        with backends.quiet_library_notices():
+            backends.load_keras()
+            from export.writer import export_run, report_lines
+            report = export_run(record, args.out, compact=args.compact, verify=args.verify, datadir=args.datadir)
     except (ExportError, ConfigError, runlog.RunLogError, datasets.DataNotFoundError, OSError) as error:
         print(f"Exporter.py: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

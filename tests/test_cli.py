@@ -85,7 +85,7 @@ def test_help_lists_every_choice():
         assert choice in text
 
 
-def test_a_normal_run_prints_only_the_projects_own_lines(tmp_path, mnist_directory):
+def test_a_normal_run_and_its_export_print_only_the_projects_own_lines(tmp_path, mnist_directory):
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
     process = subprocess.run([sys.executable, "MaskTrainer.py", "--maxepochs", "1", "--trainsize", "1000", "--seed", "1",
                               "--datadir", str(mnist_directory), "--outputpath", str(tmp_path)],
@@ -93,6 +93,10 @@ def test_a_normal_run_prints_only_the_projects_own_lines(tmp_path, mnist_directo
     output, error = process.stdout, process.stderr
     assert process.returncode == 0 and error == "", error
     assert all(line.startswith(("run ", "epoch ")) for line in output.splitlines())
+    config = next(tmp_path.rglob("Config_ID*.json"))
+    export = subprocess.run([sys.executable, "Exporter.py", str(config), "--out", str(tmp_path / "lenet.keras")],
+                            cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0 and export.stderr == "", export.stderr
 
 
 LIGHT_COMMANDS = {
