@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         record = read_run_record(args.run, checkpoint=args.checkpoint)  # no Keras yet: bad input fails fast
-        # Keras loads TensorFlow, also on JAX to read and save model files: its start-up notices are kept off
+        backends.load_keras()  # quietly, and deterministic like training
+        from export.writer import export_run, report_lines
+        # Keras imports TensorFlow, also on JAX, wherever it serialises a layer: its start-up notices are held back
         with backends.quiet_library_notices():
-            backends.load_keras()
-            from export.writer import export_run, report_lines
             report = export_run(record, args.out, compact=args.compact, verify=args.verify, datadir=args.datadir)
     except (ExportError, ConfigError, runlog.RunLogError, datasets.DataNotFoundError, OSError) as error:
         print(f"Exporter.py: error: {error}", file=sys.stderr)

@@ -118,7 +118,7 @@ def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, pr
     if not zipfile.is_zipfile(path):
         raise ExportError(f"{path}: not a Keras model file (not a zip archive; damaged or truncated?)")
     try:
-        model = keras.saving.load_model(path, compile=False)
+        model = checkpoint.load_model(path, compile=False)
     except Exception as error:  # a damaged zip or JSON raises anything from zipfile, json, h5py or Keras
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
         raise ExportError(f"{path}: not a loadable Keras model ({type(error).__name__}: {first_line})") from None

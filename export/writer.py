@@ -41,7 +41,7 @@ def accuracy_on_test_set(model_path: Path, dataset: str, datadir: str | None) ->
         (_, _, x_test, y_test), _ = datasets.load_raw(dataset, datasets.resolve_data_directory(datadir))
     except (datasets.DataNotFoundError, ValueError) as error:  # not found, or a damaged file (DatasetError)
         raise ExportError(f"--verify: {error}") from None
-    model = keras.saving.load_model(model_path)  # safe mode: what a stranger's Python does
+    model = checkpoint.load_model(model_path)  # safe mode: what a stranger's Python does
     predictions = model.predict(x_test, batch_size=1000, verbose=0)
     return float(np.count_nonzero(np.argmax(predictions, axis=-1) == np.asarray(y_test).reshape(-1))) / len(y_test)
 

@@ -52,6 +52,7 @@ def uniform_scores(rng: np.random.Generator, shape, p1: float) -> np.ndarray:
 
 
 def unscaled_input(kernel_shapes) -> float:
+    """Every initializer but `binary` feeds the network its input unchanged."""
     return 1.0
 
 
@@ -61,22 +62,22 @@ def binary_input_scale(kernel_shapes) -> float:
 
 
 @dataclass(frozen=True)
-class Initializer:
+class InitializerSpec:
     """A registered weight initializer: its draw, and the factor it applies to the network's input (given the
     kernel shapes of the network in order)."""
     draw: Draw
     input_scale: Callable[[list], float] = unscaled_input
 
 
-INITIALIZERS: dict[str, Initializer] = {
-    "glorot": Initializer(glorot_normal),
-    "he": Initializer(he_normal),
-    "heconstant": Initializer(he_constant),
-    "binary": Initializer(random_signs, binary_input_scale),
+INITIALIZERS: dict[str, InitializerSpec] = {
+    "glorot": InitializerSpec(glorot_normal),
+    "he": InitializerSpec(he_normal),
+    "heconstant": InitializerSpec(he_constant),
+    "binary": InitializerSpec(random_signs, binary_input_scale),
 }
 
 
-def get(name: str) -> Initializer:
+def get(name: str) -> InitializerSpec:
     """The initializer registered as `name`; a ValueError lists the valid names."""
     if name not in INITIALIZERS:
         raise ValueError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")

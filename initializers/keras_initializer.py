@@ -8,7 +8,7 @@ _PACKAGE = "masktrainer"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SeededInitializer(keras.initializers.Initializer):
-    """Draws with `initializers.draw(draw, seed, shape, p1)`: a registered initializer's name, or SCORES."""
+    """Draws with `initializers.draw(draw, seed, shape, p1)`; `draw` names a registered initializer, or SCORES."""
 
     def __init__(self, draw: str, seed: int, p1: float = 0.5):
         self.draw = draw
@@ -33,6 +33,12 @@ class _FormerInitializerClass:
         return SeededInitializer(self.draw, **config)
 
 
-for _class_name, _draw in {"GlorotNormal": "glorot", "HeNormal": "he", "HeConstant": "heconstant",
-                           "Binary": "binary", "UniformScores": initializers.SCORES}.items():
-    keras.saving.get_custom_objects()[f"{_PACKAGE}>{_class_name}"] = _FormerInitializerClass(_draw)
+def _register_former_classes() -> None:
+    """Keras finds a saved object by its registered name and calls `from_config` on what is registered there."""
+    former = {"GlorotNormal": "glorot", "HeNormal": "he", "HeConstant": "heconstant", "Binary": "binary",
+              "UniformScores": initializers.SCORES}
+    for class_name, draw in former.items():
+        keras.saving.get_custom_objects()[f"{_PACKAGE}>{class_name}"] = _FormerInitializerClass(draw)
+
+
+_register_former_classes()

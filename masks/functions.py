@@ -6,7 +6,7 @@ forward pass, so an all-on mask multiplies the weights by exactly 1.0 (the epoch
 to the random network), while the backward pass sees d m / d s = 1.
 
 The registry at the end loads without Keras, so the command line lists and checks mask types quickly; the
-functions import `keras.ops` when they run (traced once per compiled step).
+functions import `keras.ops` when they run (once Keras is loaded, a dictionary lookup).
 """
 from typing import Callable
 

@@ -10,7 +10,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # A shell script's background job ignores SIGINT, and so would every trainer the tests start (ignored signals are
-# inherited); restoring Python's handler here gives the children a terminal's Ctrl-C, which the tests send.
+# inherited), and `_thread.interrupt_main` would do nothing here; restoring Python's handler gives this process
+# and its children a terminal's Ctrl-C, which the tests send.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -118,4 +118,4 @@ def test_help_and_checks_load_no_deep_learning_library(case, tmp_path):
             "print(sorted({name.split('.')[0] for name in sys.modules} & {'keras', 'tensorflow', 'jax'}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "MASKTRAINER_DATA": str(tmp_path)})
-    assert result.stdout.splitlines()[-1] == "[]", result.stderr
+    assert result.stdout.splitlines()[-1:] == ["[]"], result.stderr

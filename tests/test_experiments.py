@@ -224,17 +224,20 @@ def test_interrupting_the_runner_stops_its_trainers_and_releases_their_claims(tm
     import threading
     fake_trainer(tmp_path, monkeypatch, seconds=60)
     points = [dict(POINT, seed=seed) for seed in (1, 2)]
-    record = tmp_path / "record.jsonl"
+    record, finished = tmp_path / "record.jsonl", threading.Event()
 
     def interrupt_once_both_started():  # however loaded the machine, both trainers are running when Ctrl-C comes
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (record.exists() and len(record.read_text().splitlines()) == 2):
+        while not finished.is_set() and not (record.exists() and len(record.read_text().splitlines()) == 2):
             time.sleep(0.1)
-        _thread.interrupt_main()
+        if not finished.is_set():  # never into a later test
+            _thread.interrupt_main()
     threading.Thread(target=interrupt_once_both_started, daemon=True).start()
     lines = []
-    with pytest.raises(KeyboardInterrupt):
-        experiments.run_study(experiments.Study("s", "", points, {}), tmp_path, jobs=2, say=lines.append)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            experiments.run_study(experiments.Study("s", "", points, {}), tmp_path, jobs=2, say=lines.append)
+    finally:
+        finished.set()
     assert any("interrupting 2 runs" in line for line in lines) and len(fake_records(tmp_path)) == 2
     assert not list(tmp_path.rglob("Claim_*"))
 

@@ -1,8 +1,8 @@
 """Weight draws: reproducible per seed, the right distributions, p1 respected; the Keras initializer."""
 import math
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 
 import initializers

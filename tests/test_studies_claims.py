@@ -58,10 +58,11 @@ def test_a_claim_whose_runner_and_trainer_died_on_this_host_is_free_at_once(tmp_
     assert isinstance(claims.acquire(tmp_path, STEM, 600), claims.Holder)
 
 
-def _take(args) -> bool:
-    directory, start = args
-    while time.time() < start:
-        pass
+def _wait_at(barrier) -> None:
+    barrier.wait()  # each pool process starts here once all eight exist, so their first tasks race
+
+
+def _take(directory) -> bool:
     return isinstance(claims.acquire(directory, STEM, 10, note={"host": "taker"}), claims.Claim)
 
 
@@ -69,10 +70,10 @@ def _take(args) -> bool:
 def test_of_many_runners_racing_for_a_point_exactly_one_wins(tmp_path, stale):
     if stale:
         age(claims.acquire(tmp_path, STEM, 600, note={"host": "another-host"}).path, 60)
-    start = time.time() + 3.0  # time for the eight processes to start, so they race
     # spawn, not fork: forking a process that runs TensorFlow's or JAX's threads (earlier tests) can deadlock
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
-        won = pool.map(_take, [(tmp_path, start)] * 8)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(8, initializer=_wait_at, initargs=(context.Barrier(8),)) as pool:
+        won = pool.map(_take, [tmp_path] * 8, chunksize=1)
     assert sum(won) == 1
     assert [generation for generation, _ in claims.generations(tmp_path, STEM)] == ([0, 1] if stale else [0])
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+import networks.assembly  # noqa: F401  registers the layers and initializers a Model file holds
 import runlog
 from training import backends
 
@@ -87,12 +88,18 @@ def save_model(path: Path, model: keras.Model) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def load_model(path: Path, compile: bool = True) -> keras.Model:
+    """`keras.saving.load_model` (safe mode), quietly: Keras may import TensorFlow to read the file, even on JAX."""
+    with backends.quiet_library_notices():
+        return keras.saving.load_model(path, compile=compile)
+
+
 def restore_from_model(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
     """Load a finished run's saved model (weights, scores and optimizer state) to extend it."""
     if not path.exists():
         raise runlog.RunLogError(f"{path}: file not found, so the finished run cannot be extended")
     try:
-        saved = keras.saving.load_model(path)
+        saved = load_model(path)
     except Exception as error:  # a damaged zip, a foreign file: Keras raises many kinds
         raise runlog.RunLogError(f"{path}: not a readable model of this run ({type(error).__name__})") from None
     if saved.optimizer is None:
