@@ -70,7 +70,7 @@ def study_path(study: str) -> Path:
 
 def _check_settings(path: Path, table: dict, section: str, lists: bool) -> None:
     """Every key a MaskTrainer setting; grid values non-empty lists of scalars, fixed values scalars; seeds >= 1;
-    every value passes RunConfig's check, except those checked against a registry (`check_points` does those)."""
+    every value passes RunConfig's check (`check_points` then checks each point whole)."""
     for key, value in table.items():
         if key not in STUDY_SETTINGS:
             raise StudyError(f"{path}: [{section}] {key} is not a MaskTrainer setting ({', '.join(STUDY_SETTINGS)})")
@@ -82,7 +82,7 @@ def _check_settings(path: Path, table: dict, section: str, lists: bool) -> None:
         if key == "traintype" and any(v not in training_types.names() for v in values):
             raise StudyError(f"{path}: unknown traintype in {values}; choose from {', '.join(training_types.names())}")
         for item in values:
-            reason = RunConfig.problem(key, item, registries=False)
+            reason = RunConfig.problem(key, item)
             if reason:
                 raise StudyError(f"{path}: [{section}] {key} {item!r} is {reason}")
 

@@ -15,6 +15,7 @@ import runlog
 from export import ExportError
 from training.config import RunConfig
 
+
 @dataclass(frozen=True)
 class Preprocessing:
     """What the trainer does to raw pixels: `(raw / 255 - mean_image) / std`; the network then scales by
@@ -53,16 +54,18 @@ def read_preprocessing(path: Path) -> Preprocessing:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run's configuration, log and preprocessing, and the file its trained network is to be read from."""
+    """A run's configuration (as recorded, and its settings checked), log and preprocessing, and the file its
+    trained network is to be read from."""
     files: runlog.RunFiles
     config: dict
+    settings: RunConfig
     log: dict
     preprocessing: Preprocessing
     source: Path  # Model_ID, Checkpoint_ID, or Masks_ID (read with Weights_ID)
 
     @property
     def trains_weights(self) -> bool:
-        return RunConfig.from_dict(self.config, str(self.files.config), registries=False).training_type.trains_weights
+        return self.settings.training_type.trains_weights
 
     @property
     def logged_epochs(self) -> int:
@@ -92,8 +95,7 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     (one line naming the file) when it cannot be exported as asked."""
     files = runlog.RunFiles.from_config_path(config_path)
     config = runlog.read_json(files.config)
-    settings = RunConfig.from_dict(config, str(files.config), complete=True, registries=False)  # no Keras yet
-    trains_weights = settings.training_type.trains_weights
+    settings = RunConfig.from_dict(config, str(files.config), complete=True)
     if "status" not in config:  # the record beside the settings that the export needs
         raise ExportError(f"{files.config}: lacks status")
     log = runlog.read_log(files.log_json)
@@ -108,10 +110,10 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
         raise ExportError(unfinished_message(files, config, log))
     elif files.model.exists():
         source = files.model
-    elif trains_weights:
+    elif settings.training_type.trains_weights:
         raise ExportError(f"{files.model}: file not found (a {config['traintype']} run's trained weights are "
                           f"only in its Model file, or in its checkpoint while unfinished)")
     else:
         _require(files.weights)
         source = _require(files.masks)
-    return RunRecord(files, config, log, read_preprocessing(files.preprocessing), source)
+    return RunRecord(files, config, settings, log, read_preprocessing(files.preprocessing), source)

@@ -21,7 +21,6 @@ from export import ExportError
 from export.run_files import Preprocessing, RunRecord
 from masks.layers import masked_layers
 from training import checkpoint, statistics, types as training_types
-from training.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def read_trained_run(record: RunRecord) -> TrainedRun:
                           f"the {network_input_scale(template)} of the run's {config['initializer']} network")
     epoch = record.logged_epochs
     if record.source == files.checkpoint:
-        owner = (files.run_id, RunConfig.from_dict(config, str(files.config), complete=True).digest())
+        owner = (files.run_id, record.settings.digest())
         kernels, epoch = _from_checkpoint(files.checkpoint, owner, template, record.trains_weights)
         if epoch > record.logged_epochs:
             raise ExportError(f"{files.checkpoint}: written after epoch {epoch}, but {files.log_json.name} "

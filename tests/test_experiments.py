@@ -356,8 +356,7 @@ def test_a_new_view_removes_only_what_the_last_one_made(tmp_path):
 
 
 def test_the_study_commands_load_neither_tensorflow_nor_ray(tmp_path):
-    """`list`, `table` and `plot` read files only; `run` checks every point against the registries, so it
-    loads Keras (see test_a_study_is_checked_whole_before_anything_runs)."""
+    """`list`, `table` and `plot` read files only (and `run --dry-run` too: test_cli checks it)."""
     study_file = plot_files(tmp_path)
     code = ("import sys; from experiments.__main__ import main\n"
             f"main(['list']); main(['table', {str(study_file)!r}, '--outputpath', {str(tmp_path)!r}])\n"

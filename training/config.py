@@ -112,12 +112,9 @@ class RunConfig:
                              choices=lambda: ["float32", "mixed_float16", "mixed_bfloat16"])
 
     @staticmethod
-    def problem(name: str, value, registries: bool = True) -> str | None:
-        """Why `value` cannot be setting `name` (one phrase), or None when it can; with `registries` False the
-        names that only a registry can confirm pass (checking them loads Keras)."""
+    def problem(name: str, value) -> str | None:
+        """Why `value` cannot be setting `name` (one phrase), or None when it can."""
         metadata = _FIELDS[name].metadata
-        if not registries and name in REGISTRY_SETTINGS:
-            return None
         if value is None and metadata["optional"]:
             return None
         if metadata["parse"] is float and _is_number(value):  # 1 is as good a learning rate as 1.0
@@ -129,11 +126,11 @@ class RunConfig:
         return None if requirement is None else f"not {requirement}"
 
     @classmethod
-    def from_dict(cls, data: dict, source: str, complete: bool = False, registries: bool = True) -> "RunConfig":
+    def from_dict(cls, data: dict, source: str, complete: bool = False) -> "RunConfig":
         """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
 
         `complete`: every setting must be present (a configuration file); else missing ones take defaults
-        (a study's grid point). Each value is checked (see `problem` for `registries`); ConfigError names
+        (a study's grid point). Each value is checked (`problem`); ConfigError names
         `source` and the setting.
         """
         if not isinstance(data, dict):
@@ -145,7 +142,7 @@ class RunConfig:
         for name, value in values.items():
             if _FIELDS[name].metadata["parse"] is float and _is_int(value) and _is_number(value):
                 values[name] = value = float(value)
-            reason = cls.problem(name, value, registries)
+            reason = cls.problem(name, value)
             if reason:
                 raise ConfigError(f"{source}: {name} {value!r} is {reason}")
         return cls(**values).resolved(source)
@@ -196,8 +193,6 @@ _FIELDS = {item.name: item for item in fields(RunConfig)}
 SETTING_NAMES = tuple(_FIELDS)
 # The settings a run's experiment directory names (SPEC.md section 7), in the order of its path.
 DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr")
-# Settings checked against a registry (networks, initializers, ...): checking them loads Keras, the rest do not.
-REGISTRY_SETTINGS = ("nettype", "initializer", "activation", "masktype", "dataset")
 
 
 def default(name: str):
