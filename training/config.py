@@ -130,8 +130,7 @@ class RunConfig:
         """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
 
         `complete`: every setting must be present (a configuration file); else missing ones take defaults
-        (a study's grid point). Each value is checked (`problem`); ConfigError names
-        `source` and the setting.
+        (a study's grid point). Each value is checked (`problem`); ConfigError names `source` and the setting.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
