@@ -6,20 +6,23 @@ Example: python MaskTrainer.py --nettype Conv6 --traintype MinPruning --initiali
 """
 import argparse
 import os
+import signal
 import sys
 import traceback
 from dataclasses import fields, replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no INFO or WARNING lines
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED, EXIT_INTERRUPTED = 1, 2, 3, 130
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED = 1, 2, 3  # stopped by a signal: 128 + its number (130: Ctrl-C)
 
 try:
+    from training import interrupts  # signal and threading only: first, so that a stop while NumPy loads is caught
+    if __name__ == "__main__":
+        interrupts.raise_on_stop_signals()  # SIGTERM and SIGHUP stop the command as Ctrl-C does
     from training import backends  # light: Keras is loaded inside main
     from training.config import ConfigError, RunConfig
-    from training.interrupts import DeferredInterrupt
-except KeyboardInterrupt:  # Ctrl-C while Python loads NumPy
+except KeyboardInterrupt as stop:  # Ctrl-C (or SIGTERM, SIGHUP) while Python loads NumPy
     print("\nMaskTrainer.py: interrupted", file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED)
+    sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
 
 PROG = "MaskTrainer.py"
 
@@ -136,7 +139,7 @@ def prepare_output(files, record: dict, outputpath: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     files = None
-    loading = DeferredInterrupt()  # a KeyboardInterrupt inside the backend's C++ start-up can abort the process
+    loading = interrupts.DeferredInterrupt()  # a KeyboardInterrupt in the backend's C++ start-up can abort the process
     try:
         backends.check_supported()
         args = build_parser().parse_args(argv)  # the registries load without Keras: --help is quick
@@ -180,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:  # an unsupported backend
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (training.interrupts)
         hint = f"; continue with --resume {files.config}" if files is not None and files.config.exists() else ""
-        print(f"\n{PROG}: interrupted{hint}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\n{PROG}: {interrupts.describe(stop)}{hint}", file=sys.stderr)
+        return interrupts.exit_status(stop)
     return 0
 
 

@@ -69,7 +69,8 @@ class Experiment:
     def label(self) -> str:
         """The configuration in a few words, for legends and the summary table."""
         config = self.config
-        return f"{config['traintype']} {config['nettype']} {config['initializer']} p1={config['p1']}"
+        kept = "" if config.get("keep") is None else f" K={config['keep']}"  # EdgePopup's fraction kept
+        return f"{config['traintype']}{kept} {config['nettype']} {config['initializer']} p1={config['p1']}"
 
 
 def run_arrays(run: runlog.Run) -> dict[str, np.ndarray]:
@@ -144,8 +145,9 @@ def legend_labels(experiments: list[Experiment]) -> list[str]:
 
 
 def changed_word(experiments: list[Experiment]) -> str:
-    """What "changed" means on the lower axis: pruned, flipped, or both when pruning and flipping are compared."""
-    present = {experiment.config["changedMeans"] for experiment in experiments}
+    """What "changed" means on the lower axis: pruned, flipped, or both when pruning and flipping are compared
+    (or a signed supermask, which does both)."""
+    present = {kind for experiment in experiments for kind in experiment.config["changedMeans"].split(" and ")}
     kinds = [kind for kind in ("pruned", "flipped") if kind in present]
     if len(kinds) == 1:
         return kinds[0]
@@ -200,7 +202,8 @@ def layer_figure(experiment: Experiment, label: str) -> Figure:
     figure, axes = plt.subplots(figsize=(8, 5))
     for layer, name in enumerate(experiment.layer_names):
         draw_band(axes, experiment.epochs, experiment.layer_remaining[:, :, layer], name)
-    kept = "signs unflipped" if experiment.config["changedMeans"] == "flipped" else "weights remaining"
+    kept = {"flipped": "signs unflipped", "pruned and flipped": "weights kept as drawn"}.get(
+        experiment.config["changedMeans"], "weights remaining")
     finish_axes(axes, f"fraction of {kept} (positive masks)")
     axes.set_xlabel("epoch (0 = the untrained network)")
     axes.set_title(f"{label}: {experiment.runs_text}\n{BAND_NOTE}", fontsize=10)

@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 import datasets  # noqa: E402
 import networks  # noqa: E402
 from masks.layers import masked_layers  # noqa: E402
-from training import backends, types as training_types  # noqa: E402
+from training import backends  # noqa: E402
+from training.config import RunConfig  # noqa: E402
 from training.run import epoch_order  # noqa: E402
 from training.types import TRAINING_TYPES  # noqa: E402
 
@@ -138,11 +139,10 @@ def make_steps(model: keras.Model, network: str, x: np.ndarray, y: np.ndarray, b
 
 def build_model(network: str, traintype: str, input_shape: tuple) -> keras.Model:
     """The network as MaskTrainer builds it for `traintype` with the default flags and a fixed seed."""
-    training_type = training_types.get(traintype)
+    settings = RunConfig(traintype=traintype).resolved()  # the type's default mask (and EdgePopup's default K)
     keras.utils.set_random_seed(SEED)  # `fit` shuffles with the backend's generator, which determinism wants seeded
-    return networks.build(network, input_shape,
-                          mask_type=training_type.layer_mask_type(training_type.mask_types[0]), seed=SEED,
-                          rewards_unchanged=training_type.rewards_unchanged)
+    return networks.build(network, input_shape, seed=SEED,
+                          **settings.training_type.layer_options(settings.masktype, settings.keep))
 
 
 def project_trainer(model: keras.Model, variant: Variant, network: str, x: np.ndarray, y: np.ndarray,

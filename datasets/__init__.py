@@ -271,9 +271,14 @@ def preprocess(raw: RawData, trainsize: int | None = None, validation_size: int 
 
     Pixels are scaled to [0, 1], the per-pixel mean image of the training split is subtracted, and the result
     is divided by the standard deviation of all centred training pixels. The statistics come from the whole
-    training split, before `trainsize` keeps its first images, so a quick run sees the inputs of a full one.
+    training split, before `trainsize` keeps its first images, so a quick run sees the inputs of a full one. A
+    `trainsize` beyond the split is refused (DatasetError): the run would record a size it never trained on.
     """
     x_all, y_all, x_test, y_test = raw
+    available = len(x_all) - validation_size
+    if trainsize is not None and trainsize > available:
+        raise DatasetError(f"--trainsize {trainsize} is more than the {available:,} images of the training split "
+                           f"(the first {validation_size:,} of {len(x_all):,} are the validation split)")
     x_all = x_all.astype(np.float32) / 255.0
     x_val, x_train = x_all[:validation_size], x_all[validation_size:]
     y_val, y_train = y_all[:validation_size], y_all[validation_size:]

@@ -1,7 +1,9 @@
 """Reproduction studies: one small TOML file per grid of MaskTrainer runs, and the runner that completes it.
 
-A study file names a grid (`[grid]`: lists, expanded as a product in file order), settings shared by every
-run (`[fixed]`) and optional plot groups (`[[plot]]`: a name and the grid values to keep). Every grid point
+A study file names a grid (`[grid]`: lists, expanded as a product in file order; or several `[[grid]]` tables,
+each expanded alike and concatenated, for settings that apply to some runs only, such as EdgePopup's `keep`),
+settings shared by every run (`[fixed]`) and optional plot groups (`[[plot]]`: a name and the grid values to
+keep). Every grid point
 is one MaskTrainer run, found again through its experiment directory and `Config_ID*.json`, so running a
 study twice skips what is finished and resumes what was interrupted. Each run is a subprocess: a crash of
 one run does not stop the study. A claim file beside each run (`experiments.claims`) makes every point train
@@ -11,7 +13,9 @@ on a Ray cluster. An optional `[ray]` table gives each run's Ray resources (`cpu
 import hashlib
 import itertools
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -31,6 +35,11 @@ STUDY_SETTINGS = tuple(name for name in SETTING_NAMES if name not in ("outputpat
 # which changes how the loop is compiled, not the experiment, and not `maxepochs`, since a run is the same run
 # however far it went (a finished run with fewer epochs than a study asks for is extended).
 MATCHED_KEYS = tuple(name for name in STUDY_SETTINGS if name not in DIRECTORY_SETTINGS + ("jit", "maxepochs"))
+# The most runs a study may give: its grid is expanded in memory, and a product of a few long lists is enormous.
+MAX_STUDY_POINTS = 100_000
+# A plot group's name is a folder under the study's: a plain name, and neither the view's folder nor "all".
+PLOT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+RESERVED_PLOT_NAMES = ("all", "runs")
 
 
 class StudyError(ValueError):
@@ -104,14 +113,22 @@ def load_study(study: str) -> Study:
         data = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise StudyError(f"{path}: not a readable TOML file ({error})") from None
-    grid, fixed, plots, resources = data.get("grid"), data.get("fixed", {}), data.get("plot", []), data.get("ray", {})
-    if not isinstance(grid, dict) or not grid or not isinstance(fixed, dict) or not isinstance(plots, list):
-        raise StudyError(f"{path}: needs a [grid] table of lists, an optional [fixed] table and [[plot]] entries")
-    _check_settings(path, grid, "grid", lists=True)
+    grids, fixed, plots, resources = data.get("grid"), data.get("fixed", {}), data.get("plot", []), data.get("ray", {})
+    grids = [grids] if isinstance(grids, dict) else grids  # one [grid] table, or several [[grid]] tables
+    if not isinstance(grids, list) or not grids or not all(isinstance(grid, dict) and grid for grid in grids) \
+            or not isinstance(fixed, dict) or not isinstance(plots, list):
+        raise StudyError(f"{path}: needs a [grid] table of lists (or [[grid]] tables), an optional [fixed] table and "
+                         "[[plot]] entries")
+    for grid in grids:
+        _check_settings(path, grid, "grid", lists=True)
     _check_settings(path, fixed, "fixed", lists=False)
-    if set(grid) & set(fixed) or "seed" not in set(grid) | set(fixed):
+    if any(set(grid) & set(fixed) or "seed" not in set(grid) | set(fixed) for grid in grids):
         raise StudyError(f"{path}: a setting is in both [grid] and [fixed], or no seed is given")
-    points = [dict(zip(grid, values), **fixed) for values in itertools.product(*grid.values())]
+    size = sum(math.prod(len(values) for values in grid.values()) for grid in grids)  # before the product is made
+    if size > MAX_STUDY_POINTS:
+        raise StudyError(f"{path}: the grid gives {size:,} runs, more than the limit of {MAX_STUDY_POINTS:,}; "
+                         "split it into several studies")
+    points = [dict(zip(grid, values), **fixed) for grid in grids for values in itertools.product(*grid.values())]
     try:
         for point in points:
             resolved(point)
@@ -128,14 +145,27 @@ def load_study(study: str) -> Study:
             isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
             for value in resources.values()) or resources.get("cpus", 1) <= 0:
         raise StudyError(f"{path}: [ray] takes cpus (> 0) and gpus (>= 0) per run, fractions allowed")
+    grid_keys = {key: None for grid in grids for key in grid}
+    return Study(path.stem, str(data.get("description", "")), points, plot_groups_of(path, plots, grid_keys),
+                 {key: float(value) for key, value in resources.items()}, path)
+
+
+def plot_groups_of(path: Path, plots: list, grid: dict) -> dict[str, dict[str, list]]:
+    """The [[plot]] entries by name; each name a plain folder name (PLOT_NAME), given once and not reserved, since
+    its figures and summary go to a folder of that name beside the others."""
     groups = {}
     for plot in plots:
         keep = {key: value for key, value in plot.items() if key != "name"} if isinstance(plot, dict) else None
         if keep is None or not isinstance(plot.get("name"), str) or not set(keep) <= set(grid):
             raise StudyError(f"{path}: each [[plot]] needs a name and lists of [grid] values to keep")
-        groups[plot["name"]] = keep
-    return Study(path.stem, str(data.get("description", "")), points, groups,
-                 {key: float(value) for key, value in resources.items()}, path)
+        name = plot["name"]
+        if not PLOT_NAME.fullmatch(name) or name.lower() in RESERVED_PLOT_NAMES:
+            raise StudyError(f"{path}: [[plot]] name {name!r} should be a plain folder name of letters, digits, -, _ "
+                             f"and . (not first, 100 at most) other than {' and '.join(RESERVED_PLOT_NAMES)}")
+        if name.lower() in map(str.lower, groups):
+            raise StudyError(f"{path}: two [[plot]] entries are named {name!r}; give each group its own name")
+        groups[name] = keep
+    return groups
 
 
 def setting(point: dict, key: str):
@@ -146,7 +176,7 @@ def setting(point: dict, key: str):
 def resolved(point: dict) -> dict:
     """The point with its training type's canonical name and mask type, as the run's configuration records them."""
     config = RunConfig(**point).resolved("study")
-    return dict(point, traintype=config.traintype, masktype=config.masktype)
+    return dict(point, traintype=config.traintype, masktype=config.masktype, keep=config.keep)
 
 
 def experiment_directory(point: dict, outputpath: Path) -> Path:
@@ -154,7 +184,7 @@ def experiment_directory(point: dict, outputpath: Path) -> Path:
     p = resolved(point)
     return runlog.experiment_directory(outputpath, p["traintype"], setting(p, "nettype"), setting(p, "p1"),
                                        p["masktype"], setting(p, "activation"), setting(p, "initializer"),
-                                       setting(p, "lr"))
+                                       setting(p, "lr"), p["keep"])
 
 
 def matches(config: dict, point: dict) -> bool:
@@ -294,12 +324,49 @@ def counted_runs(study: Study, outputpath: Path, finished_only: bool = False,
     return [(point, run) for point, run in found if id(run) in kept_ids]
 
 
-VIEW_MANIFEST = ".study-view.json"  # what a study view holds, so that a new view removes exactly that
+VIEW_MANIFEST = ".study-view.json"  # what a study view holds: a hint to the next view of what to remove
+
+
+def contained(root: Path, name: str | Path) -> Path:
+    """`root / name` for the experiments package to write, or StudyError when it would leave `root` or pass
+    through a link (`runlog.inside`)."""
+    path = runlog.inside(root, name)
+    if path is None:
+        raise StudyError(f"{root / name}: leaves {root} or passes through a link; not written, choose another --out")
+    return path
+
+
+def _manifest_names(made: dict, key: str) -> list[str]:
+    """The names a manifest lists under `key`; whatever is not a list of names lists nothing."""
+    names = made.get(key)
+    return [name for name in names if isinstance(name, str)] if isinstance(names, list) else []
+
+
+def _view_link(view: Path, name: str, outputpath) -> Path | None:
+    """`view / name` if it is a link such as a view makes: a run file's name, reached inside the view without a
+    link, pointing at the file of that name inside the recorded output path (removing it leaves that file)."""
+    folder = runlog.inside(view, Path(name).parent)
+    path = None if folder is None else folder / Path(name).name
+    if path is None or not runlog.is_run_file_name(path.name) or not path.is_symlink() \
+            or not isinstance(outputpath, str) or not Path(outputpath).is_absolute():
+        return None
+    target = Path(os.readlink(path))
+    return path if target.name == path.name and ".." not in target.parts and target.is_relative_to(outputpath) \
+        else None
+
+
+def _view_figure(view: Path, name: str) -> Path | None:
+    """`view / name` if it is a regular file, reached without a link, named as Plotter names its figures."""
+    from experiments import summary
+    path = runlog.inside(view, name)
+    made = Path(name).stem in summary.EXPERIMENT_FIGURES and Path(name).suffix in summary.FIGURE_SUFFIXES
+    return path if made and path is not None and path.is_file() else None
 
 
 def _clear_view(view: Path) -> None:
-    """Remove a previous study view: only the links, figures and folders its manifest lists; a folder that
-    holds anything else is refused (StudyError), whatever it is, and no link is ever followed."""
+    """Remove a previous study view: of what its manifest lists, only the links, figures and empty folders that a
+    view makes, inside the view, reached without following a link (`runlog.inside`); anything else stays, and a
+    view that holds anything else is refused (StudyError)."""
     if not os.path.lexists(view):
         return
     if view.is_symlink() or not view.is_dir():
@@ -310,17 +377,18 @@ def _clear_view(view: Path) -> None:
             made = runlog.read_json(manifest)
         except runlog.RunLogError as error:
             raise StudyError(f"{error}; remove {view} or choose another --out") from None
-        for name in made.get("links", []):
-            if (view / name).is_symlink():
-                (view / name).unlink()
-        for name in made.get("files", []):
-            if (view / name).is_file() and not (view / name).is_symlink():
-                (view / name).unlink()
-        for name in sorted(made.get("directories", []), key=lambda name: name.count("/"), reverse=True):
-            try:
-                (view / name).rmdir()
-            except OSError:  # not empty: what is left is reported below
-                pass
+        made_files = [_view_link(view, name, made.get("outputpath")) for name in _manifest_names(made, "links")]
+        made_files += [_view_figure(view, name) for name in _manifest_names(made, "files")]
+        for path in made_files:
+            if path is not None:
+                path.unlink()
+        for name in sorted(_manifest_names(made, "directories"), key=lambda name: len(Path(name).parts), reverse=True):
+            path = runlog.inside(view, name)
+            if path is not None and path != view and path.is_dir():
+                try:
+                    path.rmdir()
+                except OSError:  # not empty: what is left is reported below
+                    pass
         manifest.unlink()
     left = sorted(view.iterdir())
     if left:
@@ -332,8 +400,9 @@ def _clear_view(view: Path) -> None:
 def study_view(study: Study, outputpath: Path, view: Path, warn: Callable[[str], None] = warn) -> Path:
     """A folder of links to the study's own runs, laid out like `outputpath`, so plots never merge other runs.
 
-    The folder's manifest lists every link, figure and folder it holds; a new view removes exactly those (a
-    folder with anything else in it is refused), so no run is ever deleted, even with --outputpath inside it.
+    Each run's files are all linked (the summary's effective size reads its Weights and Masks). The folder's
+    manifest lists every link, figure and folder it holds, as a hint: a new view removes of those only what a view
+    makes (a folder with anything else in it is refused), so no run is ever deleted, even with --outputpath inside it.
     """
     if outputpath.resolve().is_relative_to(view.resolve()):
         raise StudyError(f"--outputpath {outputpath} lies inside the study view {view}, which `plot` rebuilds; "
@@ -344,32 +413,43 @@ def study_view(study: Study, outputpath: Path, view: Path, warn: Callable[[str],
         directory = experiment_directory(point, Path("."))
         directories.update(directory.parents)
         directories.add(directory)
-        for path in (run.files.config, run.files.log_json):
-            links[directory / path.name] = path.resolve()
+        for path in run.files.paths():
+            if path.exists():
+                links[directory / path.name] = path.resolve()
     from experiments import summary
     figures = [directory / f"{stem}{suffix}" for directory in {name.parent for name in links}
-               for stem in summary.EXPERIMENT_FIGURES for suffix in (".png", ".pdf")]
+               for stem in summary.EXPERIMENT_FIGURES for suffix in summary.FIGURE_SUFFIXES]
     view.mkdir(parents=True, exist_ok=True)
-    runlog.write_json(view / VIEW_MANIFEST, {
+    runlog.write_json(contained(view, VIEW_MANIFEST), {
         "study": study.name, "outputpath": str(outputpath.resolve()), "links": sorted(map(str, links)),
         "files": sorted(map(str, figures)), "directories": sorted(str(name) for name in directories if name.parts)})
     for name, target in links.items():
-        (view / name).parent.mkdir(parents=True, exist_ok=True)
-        (view / name).symlink_to(target)
+        link = contained(view, name)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
     return view
+
+
+def comparison_stem(root: Path, name: str) -> Path:
+    """Where Plotter draws plot group `name`'s comparison (the summary goes beside it), once that folder and every
+    file Plotter writes there are found inside `root` and no link (`contained`)."""
+    from experiments import summary
+    for file in (*(f"{summary.COMPARISON}{suffix}" for suffix in summary.FIGURE_SUFFIXES), *summary.SUMMARY_FILES):
+        contained(root, Path(name) / file)
+    return contained(root, Path(name) / summary.COMPARISON)
 
 
 def plot_study(study: Study, outputpath: Path, out: Path | None = None) -> int:
     """Run Plotter.py once per plot group; everything goes under `out`/<study> (default <outputpath>/studies)."""
-    root = (out or outputpath / "studies") / study.name
-    view = study_view(study, outputpath, root / "runs")
+    root = contained(out or outputpath / "studies", study.name)
+    view = study_view(study, outputpath, contained(root, "runs"))
     groups = plot_groups(study, view)
     if not groups["all"]:
         raise StudyError(f"study {study.name}: no runs under {outputpath} yet; run it first")
     for name, directories in groups.items():
         if directories:
             command = [sys.executable, str(REPO_ROOT / "Plotter.py"), *map(str, directories),
-                       "--out", str(root / name / "Comparison")]
+                       "--out", str(comparison_stem(root, name))]
             if subprocess.run(command).returncode != 0:
                 return 1
             print(f"plot group {name}: {len(directories)} experiment directories -> {root / name}")
@@ -379,10 +459,12 @@ def plot_study(study: Study, outputpath: Path, out: Path | None = None) -> int:
 def table_study(study: Study, outputpath: Path, finished_only: bool = True, warn: Callable[[str], None] = warn) -> str:
     """The study's numbers as a Markdown table, one row per configuration, over the runs of its grid points only."""
     from experiments import summary  # numpy arithmetic, only needed here
-    varying = [key for key in study.points[0] if key != "seed" and len({str(p[key]) for p in study.points}) > 1]
+    keys = dict.fromkeys(key for point in study.points for key in point)  # several [[grid]]s may name different ones
+    varying = [key for key in keys if key != "seed" and len({str(p.get(key)) for p in study.points}) > 1]
     groups: dict[str, list[runlog.Run]] = {}
     for point, run in counted_runs(study, outputpath, finished_only, warn):
-        groups.setdefault(" ".join(str(point[key]) for key in varying) or study.name, []).append(run)
+        label = " ".join(f"{key}={point[key]}" if key == "keep" else str(point[key]) for key in varying if key in point)
+        groups.setdefault(label or study.name, []).append(run)
     rows = [summary.summarise(label, runs) for label, runs in groups.items()]
     if not rows:
         raise StudyError(f"study {study.name}: no {'finished ' if finished_only else ''}runs under {outputpath}")

@@ -8,12 +8,12 @@
     python -m experiments table lenet [--partial]   # accuracy over seeds, weights changed, seconds per epoch
 """
 import argparse
-import signal
 import sys
 from pathlib import Path
 
 import runlog
 from experiments import StudyError, check_points, claims, load_study, plot_study, run_study, study_names, table_study
+from training import interrupts
 
 
 def positive(kind, minimum: float = 0, inclusive: bool = False):
@@ -26,10 +26,6 @@ def positive(kind, minimum: float = 0, inclusive: bool = False):
             raise argparse.ArgumentTypeError(f"{text} should be {'at least' if inclusive else 'above'} {minimum}")
         return value
     return parse
-
-
-def stop_as_interrupted(signum, frame):
-    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             raise StudyError("--ray-cpus and --ray-gpus need --ray")
         if args.command == "run":
             check_points(study)  # the whole study, registries included, before anything runs
-            signal.signal(signal.SIGTERM, stop_as_interrupted)  # a batch system's stop: release claims, as Ctrl-C
+            interrupts.raise_on_stop_signals()  # a batch system's stop, a closed terminal: release claims, as Ctrl-C
             return 1 if run_study(study, args.outputpath, dry_run=args.dry_run, jobs=args.jobs,
                                   runs_per_gpu=args.runs_per_gpu, stale_after=args.stale_after, ray=args.ray,
                                   ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus) else 0
@@ -91,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, runlog.RunLogError) as error:
         print(f"python -m experiments: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\npython -m experiments: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"\npython -m experiments: {interrupts.describe(stop)}; run the same command again to resume",
+              file=sys.stderr)
+        return interrupts.exit_status(stop)
 
 
 if __name__ == "__main__":

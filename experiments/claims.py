@@ -5,7 +5,8 @@ Before it trains a point, a runner creates `Claim_<point>_g<n>.json` in the poin
 hands the path to MaskTrainer in `MASKTRAINER_CLAIM`; the trainer refreshes its modification time when the run
 starts and after every epoch, and the runner refreshes it while its trainer lives. The claim with the highest
 `<n>` is the point's claim. It is stale when it has not been refreshed for `stale_after` seconds (or at once
-when it was made on this host and both its runner and its trainer are gone): a later runner then takes the
+when it was made on this host and both its runner and its trainer are gone, or when it is damaged, so that nobody
+can tell who holds it): a later runner then takes the
 point over by creating generation `<n> + 1`, again with `O_EXCL`, so of two takers only one wins, and nobody
 ever deletes or renames a claim it does not own. The runner that ends a point's run removes its claim and the
 older generations.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 CLAIM_ENV = "MASKTRAINER_CLAIM"
 STALE_AFTER = 600.0  # seconds without a refresh after which a claim is abandoned (`--stale-after`)
+MAX_PID = 2**22  # Linux's largest pid_max
 
 
 def _pid_namespace() -> str | None:
@@ -31,9 +33,14 @@ def _pid_namespace() -> str | None:
         return None
 
 
+def _is_pid(value) -> bool:
+    """Whether `value` can be a process id (a claim's number may be anything: 10**30 overflows os.kill)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PID
+
+
 def _process_alive(pid) -> bool:
     """Whether `pid` names a live process here (a zombie, exited but not yet reaped, counts as gone)."""
-    if not isinstance(pid, int) or pid <= 0:
+    if not _is_pid(pid):
         return False
     try:
         os.kill(pid, 0)
@@ -81,22 +88,33 @@ class Claim:
                                           for generation, _ in generations(self.path.parent, self.stem))
 
     def record_trainer(self, pid: int) -> None:
-        """Add the trainer's pid, so that this host can tell a dead claim from a live orphaned trainer."""
+        """Add the trainer's pid, so that this host can tell a dead claim from a live orphaned trainer. The claim is
+        replaced whole: another runner reading it half-written would take it for a damaged, stale one."""
+        content = _read(self.path)
+        if content is None:
+            return
+        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            with open(self.path, "r+") as file:
-                content = json.load(file)
-                content["trainerPid"] = pid
-                file.seek(0)
-                file.truncate()
-                json.dump(content, file)
-        except (OSError, ValueError):
+            _create(temporary, {**content, "trainerPid": pid})
+            if self.path.exists():  # not released meanwhile
+                os.replace(temporary, self.path)
+        except OSError:
             pass
+        temporary.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Remove this claim and every older generation of it (whose owners are gone or superseded)."""
         for generation, path in generations(self.path.parent, self.stem):
             if generation <= self.generation:
                 path.unlink(missing_ok=True)
+
+
+def _create(path: Path, content: dict) -> None:
+    """Create `path` holding `content`, in one write so that a reader finds it empty or whole; O_EXCL: never over
+    another file or through a link (FileExistsError)."""
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(json.dumps(content).encode())
 
 
 def claim_name(stem: str, generation: int) -> str:
@@ -114,12 +132,19 @@ def generations(directory: Path, stem: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _read(path: Path) -> dict:
+def _read(path: Path) -> dict | None:
+    """A claim's content; {} while its runner is still writing it (empty); None when it is damaged: not a JSON
+    object naming a host and a process id, whatever it holds instead (deep nesting, binary, a pid of 10**30)."""
     try:
-        content = json.loads(path.read_text())
-        return content if isinstance(content, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        text = path.read_bytes()
+        if not text:
+            return {}
+        content = json.loads(text)
+    except (OSError, ValueError, RecursionError):  # decoding errors are ValueErrors
+        return None
+    well_formed = isinstance(content, dict) and isinstance(content.get("host"), str) and _is_pid(content.get("pid")) \
+        and (content.get("trainerPid") is None or _is_pid(content["trainerPid"]))
+    return content if well_formed else None
 
 
 def _abandoned_here(content: dict) -> bool:
@@ -142,24 +167,22 @@ def acquire(directory: Path, stem: str, stale_after: float, note: dict | None = 
                 age = time.time() - path.stat().st_mtime
             except FileNotFoundError:
                 continue
-            content = _read(path)
-            if age < stale_after and not _abandoned_here(content):
+            content = _read(path)  # a damaged claim is stale: nobody can tell who holds it
+            if content is not None and age < stale_after and not _abandoned_here(content):
                 return Holder(path, str(content.get("host", "?")), content.get("pid"), age)
             generation = top + 1
         path = directory / claim_name(stem, generation)
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            continue  # another runner claimed it first; look at its claim
         content = {"host": socket.gethostname(), "pid": os.getpid(), "pidNamespace": _pid_namespace(),
                    "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(note or {})}
-        with os.fdopen(descriptor, "w") as file:
-            json.dump(content, file)
+        try:
+            _create(path, content)
+        except FileExistsError:
+            continue  # another runner claimed it first; look at its claim
         claim = Claim(path, stem, generation)
         if claim.still_ours():
             return claim
         path.unlink(missing_ok=True)  # a runner that listed later took over a newer generation meanwhile
     existing = generations(directory, stem)
     path = existing[-1][1] if existing else directory / claim_name(stem, 0)
-    content = _read(path)
+    content = _read(path) or {}
     return Holder(path, str(content.get("host", "?")), content.get("pid"), 0.0)

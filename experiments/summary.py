@@ -8,17 +8,21 @@ can affect the output, `export.compaction`), for the runs that finished. Each ru
 Only NumPy and `runlog`: no TensorFlow, no trainer.
 """
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import runlog
-from experiments import MATCHED_KEYS
+from experiments import MATCHED_KEYS, contained
 from export import compaction
 from training.config import DIRECTORY_SETTINGS as DIRECTORY_KEYS  # with MATCHED_KEYS: a run's identity
 # The figures Plotter.py writes into each experiment directory it plots (as .png and .pdf).
 EXPERIMENT_FIGURES = ("Accuracy_Sparsity", "Layer_Remaining")
+FIGURE_SUFFIXES = (".png", ".pdf")
+COMPARISON = "Comparison"  # the comparison figure's stem in each plot group's folder of `python -m experiments plot`
+SUMMARY_FILES = ("Summary.md", "Summary.csv")
 
 COLUMNS = ("configuration", "runs", "epochs", "final test acc. mean [min, max]",
            "test acc. at best val. mean [min, max]", "changed", "units alive", "effective params", "s / epoch")
@@ -74,6 +78,7 @@ class Row:
     final: np.ndarray
     at_best_validation: np.ndarray
     changed: np.ndarray  # fraction of weights pruned or flipped at the last epoch
+    flipped: np.ndarray  # of those, the fraction flipped (negative masks)
     changed_means: str
     epoch_seconds: float  # mean training seconds per epoch (evaluation excluded)
     directory: str = ""
@@ -93,6 +98,14 @@ class Row:
     @property
     def parameters(self) -> int | None:
         return self.sizes[0].parameters if self.sizes else None
+
+    def changed_text(self) -> str:
+        """The fraction changed in words; a signed supermask's pruned and flipped apart."""
+        if self.changed_means == "none":
+            return "-"
+        if self.changed_means == "pruned and flipped":
+            return f"{(self.changed - self.flipped).mean():.2%} pruned, {self.flipped.mean():.2%} flipped"
+        return f"{self.changed.mean():.2%} {self.changed_means}"
 
     def effective_text(self) -> str:
         if not self.sizes:
@@ -119,6 +132,8 @@ def summarise(label: str, runs: list[runlog.Run], directory: str = "") -> Row:
                np.array([run.log["testAccuracy"][-1] for run in runs], dtype=float),
                np.array([test_accuracy_at_best_validation(run.log) for run in runs], dtype=float),
                np.array([run.log["changedWeights"][-1] / run.log["totalWeights"] for run in runs], dtype=float),
+               np.array([sum(counts[0] for counts in run.log["remainingWeightsPerLayer"][-1]) / run.log["totalWeights"]
+                         for run in runs], dtype=float),
                runs[0].config.get("changedMeans", "changed"), float(np.mean(seconds)) if seconds else 0.0,
                directory, tuple(size for size in map(effective_size, runs) if size is not None))
 
@@ -132,7 +147,7 @@ def markdown(rows: list[Row]) -> str:
     columns = (("directory",) if any(row.directory for row in rows) else ()) + COLUMNS
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in rows:
-        changed = "-" if row.changed_means == "none" else f"{row.changed.mean():.2%} {row.changed_means}"
+        changed = row.changed_text()
         cells = ([row.directory] if len(columns) > len(COLUMNS) else []) + [
             row.label, str(row.runs), row.epochs, percent_range(row.final), percent_range(row.at_best_validation),
             changed, row.units_alive, row.effective_text(), f"{row.epoch_seconds:.1f}"]
@@ -150,12 +165,14 @@ def csv_record(row: Row) -> dict:
 
 
 def write(rows: list[Row], directory: Path) -> str:
-    """Write `Summary.md` and `Summary.csv` in `directory`; returns the Markdown table."""
+    """Write `Summary.md` and `Summary.csv` in `directory`, each atomically and never through a link (StudyError);
+    returns the Markdown table."""
     table = markdown(rows)
+    records = io.StringIO()
+    writer = csv.DictWriter(records, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(csv_record(row) for row in rows)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "Summary.md").write_text(table)
-    with open(directory / "Summary.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(csv_record(row) for row in rows)
+    for name, text in zip(SUMMARY_FILES, (table, records.getvalue())):
+        runlog.write_text(contained(directory, name), text)
     return table

@@ -1,6 +1,7 @@
 """The trained network as plain Keras: standard layers only, the run's preprocessing inside, raw pixels in.
 
-Each masked layer becomes a `Dense` / `Conv2D` without bias whose kernel is the effective kernel W * m(S); the
+Each masked layer becomes a `Dense` / `Conv2D` without bias whose kernel is the effective kernel W * m(S) (the
+layer `masks.layers.standard_layer` makes, which `masks.strip` uses too); the
 project's `MaxPool2x2` becomes `MaxPooling2D(2)` (same values); `Flatten` and binary's `input_scale`
 `Rescaling` stay. In front come three `Normalization` layers that repeat the trainer's float32 arithmetic
 operation by operation, `(raw / 255 - mean_image) / std`: a `Normalization` divides, whereas `Rescaling(1 / 255)`
@@ -15,7 +16,7 @@ import numpy as np
 from export import ExportError
 from export.compaction import compact_kernels, effective_size
 from export.run_files import Preprocessing
-from masks.layers import MaskedConv2D, MaskedDense, masked_layers
+from masks.layers import MaskedConv2D, MaskedDense, masked_layers, standard_layer
 from networks.assembly import MaxPool2x2
 
 RAW_INPUT_DTYPE = "uint8"
@@ -46,13 +47,11 @@ def preprocessing_layers(preprocessing: Preprocessing) -> list[keras.layers.Laye
 
 
 def _dense(layer: MaskedDense, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
-    return keras.layers.Dense(kernel.shape[-1], activation=layer.activation, use_bias=False, name=layer.name,
-                              dtype=dtype)
+    return standard_layer(layer, units=kernel.shape[-1], dtype=dtype)
 
 
 def _conv(layer: MaskedConv2D, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
-    return keras.layers.Conv2D(kernel.shape[-1], layer.kernel_size, padding="same", use_bias=False,
-                               activation=layer.activation, name=layer.name, dtype=dtype)
+    return standard_layer(layer, units=kernel.shape[-1], dtype=dtype)
 
 
 # Plain counterparts: of the masked layers (given their exported kernel), and of the layers without weights.

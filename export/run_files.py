@@ -5,6 +5,7 @@ Which file holds the trained network:
   whose trained W is only in the model file);
 - with `checkpoint`: its `Checkpoint_ID<id>.npz` (the last finished epoch of an unfinished run).
 An unfinished run without `checkpoint` is refused with the epoch it reached and how to export its checkpoint.
+Each file read is checked against the digest the run recorded for it, if any (`training.provenance`).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 
 import runlog
 from export import ExportError
+from training import provenance
 from training.config import RunConfig
 
 
@@ -33,9 +35,11 @@ class Preprocessing:
         return ((np.asarray(raw).astype(np.float32) / 255.0 - self.mean_image) / self.std).astype(np.float32)
 
 
-def read_preprocessing(path: Path) -> Preprocessing:
-    """A run's `Preprocessing_ID<id>.npz`; ExportError (or RunLogError) naming the file when it is not usable."""
+def read_preprocessing(path: Path, digests: dict[str, str] | None) -> Preprocessing:
+    """A run's `Preprocessing_ID<id>.npz`, with the array `digests` the run recorded (None: from before digests);
+    ExportError (or RunLogError) naming the file when it is not usable."""
     arrays = runlog.read_npz(path)
+    provenance.check_arrays(path, digests, arrays, "the file the run wrote")
     missing = [key for key in ("mean_image", "std", "input_scale") if key not in arrays]
     if missing:
         raise ExportError(f"{path}: lacks {', '.join(missing)}")
@@ -60,6 +64,7 @@ class RunRecord:
     config: dict
     settings: RunConfig
     log: dict
+    digests: dict  # what the run recorded (`training.provenance`); {} for a run from before digests
     preprocessing: Preprocessing
     source: Path  # Model_ID, Checkpoint_ID, or Masks_ID (read with Weights_ID)
 
@@ -96,6 +101,7 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     files = runlog.RunFiles.from_config_path(config_path)
     config = runlog.read_json(files.config)
     settings = RunConfig.from_dict(config, str(files.config), complete=True)
+    digests = provenance.recorded(config, files.config)
     if "status" not in config:  # the record beside the settings that the export needs
         raise ExportError(f"{files.config}: lacks status")
     log = runlog.read_log(files.log_json)
@@ -116,4 +122,5 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     else:
         _require(files.weights)
         source = _require(files.masks)
-    return RunRecord(files, config, settings, log, read_preprocessing(files.preprocessing), source)
+    preprocessing = read_preprocessing(files.preprocessing, digests.get("preprocessing"))
+    return RunRecord(files, config, settings, log, digests, preprocessing, source)

@@ -4,8 +4,9 @@ The layer sequence always comes from the configuration (`networks.build` with th
 redraws the frozen W from the seed); the trained effective kernels W * m(S) come from the source that
 `export.run_files` chose (Model, Checkpoint, or Weights * Masks). The kernels must have the shapes of the network
 the configuration builds, a frozen W must be the one drawn from the seed, and the counts of negative, zero and
-positive effective weights must be those the log recorded for the epoch exported: files of another network or
-another run are refused with a line naming the file.
+positive effective weights must be those the log recorded for the epoch exported, and each file must have the
+digest the run recorded for it (`training.provenance`, the trainer's own checks): files of another network or
+another run, or edited ones, are refused with a line naming the file.
 """
 import zipfile
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import runlog
 from export import ExportError
 from export.run_files import Preprocessing, RunRecord
 from masks.layers import masked_layers
-from training import checkpoint, statistics, types as training_types
+from training import checkpoint, provenance, statistics, types as training_types
 
 
 @dataclass(frozen=True)
@@ -58,9 +59,9 @@ def build_template(config: dict, config_path: Path, input_shape: tuple[int, ...]
     try:
         training_type = training_types.get(config["traintype"])
         return networks.build(
-            config["nettype"], input_shape, activation=config["activation"],
-            mask_type=training_type.layer_mask_type(config["masktype"]), initializer=config["initializer"],
-            p1=config["p1"], seed=config["seed"], rewards_unchanged=training_type.rewards_unchanged)
+            config["nettype"], input_shape, activation=config["activation"], initializer=config["initializer"],
+            p1=config["p1"], seed=config["seed"],
+            **training_type.layer_options(config["masktype"], config.get("keep")))
     except (ValueError, TypeError, KeyError) as error:
         raise ExportError(f"{config_path}: cannot build its network ({error})") from None
 
@@ -86,14 +87,6 @@ def _check_shapes(kernels: dict[str, np.ndarray], template: keras.Model, path: P
                               f"built for the input of {preprocessing_path.name} has {shape}")
 
 
-def _check_frozen_weights(found: dict[str, np.ndarray], drawn: dict[str, np.ndarray], path: Path) -> None:
-    """A frozen W must be the one drawn from the run's seed (which the template redrew)."""
-    for name, kernel in drawn.items():
-        if not np.array_equal(found[name], kernel):
-            raise ExportError(f"{path}: the weights of {name} are not those drawn from the run's seed: "
-                              f"the file belongs to another run")
-
-
 def _check_logged_counts(kernels: dict[str, np.ndarray], log: dict, log_path: Path, epoch: int,
                          path: Path) -> None:
     """The effective weights must have the negative/zero/positive counts the log recorded for `epoch`."""
@@ -113,7 +106,9 @@ def effective_kernels(model: keras.Model) -> dict[str, np.ndarray]:
     return {layer.name: keras.ops.convert_to_numpy(layer.effective_kernel) for layer in masked_layers(model)}
 
 
-def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, preprocessing_path: Path) -> dict:
+def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, preprocessing_path: Path,
+                     digest: str | None) -> dict:
+    provenance.check_file(path, digest, "the model the run saved")
     if not zipfile.is_zipfile(path):
         raise ExportError(f"{path}: not a Keras model file (not a zip archive; damaged or truncated?)")
     try:
@@ -124,25 +119,27 @@ def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, pr
     layers = masked_layers(model)
     _check_shapes({layer.name: layer.kernel for layer in layers}, template, path, "layers", preprocessing_path)
     if not trains_weights:
-        _check_frozen_weights(statistics.kernels(model), statistics.kernels(template), path)
+        provenance.check_frozen_weights(statistics.kernels(model), statistics.kernels(template), path)
     return effective_kernels(model)
 
 
-def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, preprocessing_path: Path) -> dict:
+def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, preprocessing_path: Path,
+                            digests: dict) -> dict:
     weights, mask_arrays = runlog.read_npz(files.weights), runlog.read_npz(files.masks)
+    provenance.check_arrays(files.weights, digests.get("weights"), weights, "the file the run wrote")
+    provenance.check_arrays(files.masks, digests.get("masks"), mask_arrays, "the file the run wrote")
     _check_shapes(weights, template, files.weights, "weights of", preprocessing_path)
     _check_shapes(mask_arrays, template, files.masks, "masks of", preprocessing_path)
-    _check_frozen_weights(weights, statistics.kernels(template), files.weights)
+    provenance.check_frozen_weights(weights, statistics.kernels(template), files.weights)
     return {name: (weights[name] * mask_arrays[name]).astype(np.float32) for name in weights}
 
 
-def _from_checkpoint(path: Path, owner: tuple[str, str], template: keras.Model,
-                     trains_weights: bool) -> tuple[dict, int]:
-    """Load the checkpoint's model variables into the template (the trainer's own reader, owner checked)."""
-    drawn = statistics.kernels(template)
-    epoch = checkpoint.restore_model(path, template, owner)
-    if not trains_weights:
-        _check_frozen_weights(statistics.kernels(template), drawn, path)
+def _from_checkpoint(path: Path, owner: tuple[str, str], template: keras.Model, trains_weights: bool,
+                     legacy: bool) -> tuple[dict, int]:
+    """Load the checkpoint's model variables into the template with the trainer's own reader: owner, digests
+    (not for a `legacy` run, from before them) and a masked run's frozen W checked."""
+    drawn = None if trains_weights else statistics.kernels(template)
+    epoch = checkpoint.restore_model(path, template, owner, drawn, legacy)
     return effective_kernels(template), epoch
 
 
@@ -157,13 +154,15 @@ def read_trained_run(record: RunRecord) -> TrainedRun:
     epoch = record.logged_epochs
     if record.source == files.checkpoint:
         owner = (files.run_id, record.settings.digest())
-        kernels, epoch = _from_checkpoint(files.checkpoint, owner, template, record.trains_weights)
+        kernels, epoch = _from_checkpoint(files.checkpoint, owner, template, record.trains_weights,
+                                          not provenance.has_digests(config))
         if epoch > record.logged_epochs:
             raise ExportError(f"{files.checkpoint}: written after epoch {epoch}, but {files.log_json.name} "
                               f"records only {record.logged_epochs}")
     elif record.source == files.model:
-        kernels = _from_model_file(files.model, template, record.trains_weights, files.preprocessing)
+        kernels = _from_model_file(files.model, template, record.trains_weights, files.preprocessing,
+                                   record.digests.get("model"))
     else:
-        kernels = _from_weights_and_masks(files, template, files.preprocessing)
+        kernels = _from_weights_and_masks(files, template, files.preprocessing, record.digests)
     _check_logged_counts(kernels, log, files.log_json, epoch, record.source)
     return TrainedRun(record, epoch, template, kernels)

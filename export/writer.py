@@ -55,14 +55,7 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     compaction, the totals, and the file bytes (the compact file's only with `compact`).
     """
     out = Path(out)
-    if out.suffix != ".keras":
-        raise ExportError(f"{out}: the model file must end in .keras")
-    run_files = {Path(path).resolve() for path in (
-        record.files.config, record.files.log_json, record.files.log_csv, record.files.weights, record.files.masks,
-        record.files.checkpoint, record.files.preprocessing, record.files.model)}
-    for path in (out, report_path(out)):
-        if path.resolve() in run_files:
-            raise ExportError(f"{path}: is one of the run's own files; choose another --out")
+    check_output(out)
     trained = read_trained_run(record)
     dtype = trained.config.get("precision", "float32")
     size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template))
@@ -92,6 +85,19 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
         report["verify"] = {"testAccuracy": accuracy, "equal": accuracy == trained.test_accuracy}
         runlog.write_json(report_path(out), report)
     return report
+
+
+def check_output(out: Path) -> None:
+    """Refuse (ExportError) a model file or report that would take the name of a run's file, which only that run's
+    trainer writes (`runlog.is_run_file_name`: this run's or another's), or that is a link, which a write follows."""
+    if out.suffix != ".keras":
+        raise ExportError(f"{out}: the model file must end in .keras")
+    for path in (out, report_path(out)):
+        if runlog.is_run_file_name(path.name):
+            raise ExportError(f"{path}: is named like a run's own files (Config_ID..., Model_ID..., in any of their "
+                              "forms), which only that run's trainer writes; choose another --out")
+        if path.is_symlink():
+            raise ExportError(f"{path}: is a symbolic link, which the export would write through; choose another --out")
 
 
 def report_path(out: str | Path) -> Path:

@@ -1,32 +1,52 @@
-"""Mask functions m(s) with straight-through gradients (SPEC.md section 1).
+"""Mask functions m(s) with straight-through gradients (SPEC.md section 1), and those of the field's rivals.
 
-Each function returns a tensor whose forward value is exactly the hard mask and whose gradient with
-respect to the scores is the identity. The trick `hard + (s - stop_gradient(s))` adds an exact zero in the
-forward pass, so an all-on mask multiplies the weights by exactly 1.0 (the epoch-0 network is bit-identical
-to the random network), while the backward pass sees d m / d s = 1.
+Each function returns a tensor whose forward value is exactly the hard mask and whose gradient with respect to
+the scores is a straight-through estimate. The trick `hard + (f(s) - stop_gradient(f(s)))` adds an exact zero
+in the forward pass, so an all-on mask multiplies the weights by exactly 1.0 (the epoch-0 network of the paper's
+types is bit-identical to the random network), while the backward pass sees d m / d s = f'(s): the identity for
+the paper's masks and the signed supermask, sign(s) for edge-popup (it thresholds |s|), sigmoid'(s) for Zhou et
+al.'s supermask.
 
 The registry at the end loads without Keras, so the command line lists and checks mask types quickly; the
 functions import `keras.ops` when they run (once Keras is loaded, a dictionary lookup).
 """
-from typing import Callable
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
-MaskFunction = Callable[[object], object]
+import numpy as np
+
+# The signed supermask's threshold: this fraction of the layer's largest initial |score|, fixed from then on
+# (kosnil/signed_supermasks: `update_tanh_th(percentage=config["model"]["tanh_th"])` in experiment_looper.py,
+# once the masks are loaded, with tanh_th: .4 in configs/Conv2/fixed_mask/conv2_weight_sc_he_mask_xavier_var.yaml).
+SIGNED_THRESHOLD_FRACTION = 0.4
 
 
-def _straight_through(scores, hard):
-    """Forward `hard`, backward identity with respect to `scores`."""
+class MaskInputs(NamedTuple):
+    """What a mask function needs beside the scores; each mask type uses at most one of them."""
+    keep: float | None = None  # `topk`: the fraction of the layer kept
+    threshold: object = None  # `signed`: the layer's fixed threshold
+    uniforms: object = None  # `bernoulli`: U[0, 1) draws of the scores' shape
+
+
+NO_INPUTS = MaskInputs()
+
+
+def _straight_through(scores, hard, surrogate=None):
+    """Forward `hard`, backward the gradient of `surrogate` (default: the scores themselves)."""
     from keras import ops
-    return hard + (scores - ops.stop_gradient(scores))
+    surrogate = scores if surrogate is None else surrogate
+    return ops.stop_gradient(hard) + (surrogate - ops.stop_gradient(surrogate))
 
 
-def binary_mask(scores):
+def binary_mask(scores, inputs: MaskInputs = NO_INPUTS):
     """`mask`: 1 where the score is positive (connection on), else 0."""
     from keras import ops
     hard = ops.cast(ops.greater(scores, 0), scores.dtype)
     return _straight_through(scores, hard)
 
 
-def rescaled_binary_mask(scores):
+def rescaled_binary_mask(scores, inputs: MaskInputs = NO_INPUTS):
     """`mask_rs`: the binary mask times N / (1 + n_on), so a pruned layer keeps the size of its input.
 
     N and n_on are counted in float32 whatever the compute dtype: in float16 a layer of over 65,504 weights
@@ -35,24 +55,196 @@ def rescaled_binary_mask(scores):
     from keras import ops
     hard = ops.cast(ops.greater(scores, 0), "float32")
     scale = ops.cast(ops.size(scores), "float32") / (1.0 + ops.sum(hard))
-    return _straight_through(scores, ops.stop_gradient(ops.cast(hard * scale, scores.dtype)))
+    return _straight_through(scores, ops.cast(hard * scale, scores.dtype))
 
 
-def sign_mask(scores):
+def sign_mask(scores, inputs: MaskInputs = NO_INPUTS):
     """`flip`: +1 keeps the weight's sign, -1 flips it, 0 (score exactly 0) removes it."""
     from keras import ops
     return _straight_through(scores, ops.sign(scores))
 
 
-MASK_FUNCTIONS: dict[str, MaskFunction] = {
-    "mask": binary_mask,
-    "mask_rs": rescaled_binary_mask,
-    "flip": sign_mask,
+def kept_count(keep: float, size: int) -> int:
+    """How many of a layer's `size` weights edge-popup keeps: K x size rounded to the nearest, halves up."""
+    return int(math.floor(keep * size + 0.5))
+
+
+def _count(condition):
+    from keras import ops
+    return ops.sum(ops.cast(condition, "int32"))
+
+
+def _largest_with_count(values, count, bits: int, counted: Callable):
+    """The largest integer t in [0, 2^bits) with `counted(values, t)` >= `count`, for a `counted` that does not
+    grow with t: a bisection over the bits of t, each step one linear pass (no sort)."""
+    from keras import ops
+    powers = ops.convert_to_tensor(np.array([1 << bit for bit in reversed(range(bits))], np.int32))
+
+    def step(i, found):
+        candidate = found + ops.take(powers, i)
+        return ops.where(counted(values, candidate) >= count, candidate, found)
+    return ops.fori_loop(0, bits, step, ops.convert_to_tensor(0, "int32"))
+
+
+def _top_k_threshold(bits, k: int):
+    """(t, above): a bit pattern t with count(bits >= t) == k, or else the k-th largest pattern itself, which ties
+    straddle; `above` = count(bits > t) in that case.
+
+    A search on the counts by regula falsi with the Illinois rule, in the space of the int32 bit patterns of the
+    non-negative floats (they order as the values; roughly the logarithm of the value, so a heavy tail of large
+    scores does not spoil the interpolation): each step guesses where the count crosses k by interpolating
+    between the bracket's ends, and counts in one linear pass (no sort). On real edge-popup scores about 8 to 20
+    passes land in the gap between the k-th and (k+1)-th largest; a step that does not halve the bracket is
+    followed by a bisection step, so adversarial values take at most about 62 passes.
+    """
+    from keras import ops
+
+    def guess(low, high, excess_low, excess_high, bisect):
+        fraction = excess_low / (excess_low - excess_high)
+        interpolated = low + ops.cast(ops.cast(high - low, "float32") * fraction, "int32")
+        return ops.clip(ops.where(bisect, low + (high - low) // 2, interpolated), low + 1, high - 1)
+
+    def searching(low, high, count_low, count_high, excess_low, excess_high, side, bisect):
+        return ops.logical_and(high - low > 1, count_low != k)
+
+    def step(low, high, count_low, count_high, excess_low, excess_high, side, bisect):
+        t = guess(low, high, excess_low, excess_high, bisect)
+        count = _count(bits >= t)
+        enough = count >= k
+        excess = ops.cast(count - k, "float32")
+        # Illinois: an end kept twice in a row has its excess halved, so the next guess moves past the target
+        new = (ops.where(enough, t, low), ops.where(enough, high, t),
+               ops.where(enough, count, count_low), ops.where(enough, count_high, count),
+               ops.where(enough, excess, ops.where(side < 0, excess_low / 2, excess_low)),
+               ops.where(enough, ops.where(side > 0, excess_high / 2, excess_high), excess),
+               ops.where(enough, 1, -1))
+        return (*new, ops.logical_and(new[1] - new[0] > (high - low) // 2, ops.logical_not(bisect)))
+    size = int(bits.shape[0])
+    start = (ops.convert_to_tensor(0, "int32"), ops.max(bits) + 1, ops.convert_to_tensor(size, "int32"),
+             ops.convert_to_tensor(0, "int32"), ops.convert_to_tensor(float(size - k), "float32"),
+             ops.convert_to_tensor(float(-k), "float32"), ops.convert_to_tensor(0, "int32"),
+             ops.convert_to_tensor(False))
+    low, _, _, count_high, *_ = ops.while_loop(searching, step, start)
+    return low, count_high
+
+
+def top_k_indicator(magnitudes, keep: float):
+    """1 for the `kept_count(keep, n)` largest of the non-negative float32 `magnitudes`, else 0 (int32).
+
+    The threshold is found exactly in linear time (`_top_k_threshold`). Ties at the k-th largest value are
+    broken by position (the first ones in row-major order are kept), with a bisection over the index, so exactly
+    k are kept.
+    """
+    from keras import ops
+    shape, size = magnitudes.shape, int(np.prod(magnitudes.shape))
+    k = kept_count(keep, size)
+    if k == 0:
+        return ops.zeros(shape, "int32")
+    bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
+    threshold, above = _top_k_threshold(bits, k)
+    needed = k - above
+    ties = ops.equal(bits, threshold)
+    index = ops.arange(size, dtype="int32")
+
+    def first_ties():
+        last = _largest_with_count(index, 0, max(1, size.bit_length()),
+                                   lambda values, j: needed - _count(ops.logical_and(ties, values < j)) - 1)
+        return ops.logical_and(ties, index <= last)
+    at_or_above = bits >= threshold
+    kept = ops.cond(_count(at_or_above) == k, lambda: at_or_above,
+                    lambda: ops.logical_or(bits > threshold, first_ties()))
+    return ops.reshape(ops.cast(kept, "int32"), shape)
+
+
+def top_k_mask(scores, inputs: MaskInputs):
+    """`topk` (edge-popup, Ramanujan et al. 2020): 1 for the fraction `keep` of the layer's weights with the
+    largest |score|, else 0; the gradient passes straight through to |s| (allenai/hidden-networks,
+    utils/conv_type.py: `GetSubnet.apply(self.scores.abs(), k)` returns the gradient unchanged)."""
+    from keras import ops
+    magnitudes = ops.abs(scores)
+    hard = ops.cast(top_k_indicator(ops.cast(magnitudes, "float32"), inputs.keep), scores.dtype)
+    return _straight_through(scores, hard, magnitudes)
+
+
+def bernoulli_mask(scores, inputs: MaskInputs):
+    """`bernoulli` (supermask, Zhou et al. 2019): 1 where the uniform draw is below sigmoid(s), so m ~
+    Bernoulli(sigmoid(s)); the gradient is that of sigmoid(s) (uber-research/deconstructing-lottery-tickets,
+    masked_networks.py `get_effective_mask`: `Bernoulli(sigmoid(mask)).sample() + sigmoid(mask) -
+    stop_gradient(sigmoid(mask))`)."""
+    from keras import ops
+    probabilities = ops.sigmoid(scores)
+    hard = ops.cast(ops.less(ops.cast(inputs.uniforms, probabilities.dtype), probabilities), scores.dtype)
+    return _straight_through(scores, hard, probabilities)
+
+
+def ternary_mask(scores, inputs: MaskInputs):
+    """`signed` (signed supermask, Koster et al. 2022): +1 keeps the weight where s > t, -1 inverts it where
+    s < -t, 0 hides it in between; straight-through identity gradient (kosnil/signed_supermasks,
+    custom_layers.py `signed_supermask`: `stop_gradient(effective_mask) + mask - stop_gradient(mask)`)."""
+    from keras import ops
+    threshold = ops.cast(inputs.threshold, scores.dtype)
+    hard = ops.cast(ops.greater(scores, threshold), scores.dtype) - ops.cast(ops.less(scores, -threshold),
+                                                                               scores.dtype)
+    return _straight_through(scores, hard)
+
+
+_MIX = (np.array(0x7FEB352D, np.uint32).view(np.int32), np.array(0x846CA68B, np.uint32).view(np.int32))
+_GOLDEN = np.array(0x9E3779B9, np.uint32).view(np.int32)
+
+
+def _mix32(x):
+    """A 32-bit integer hash (Wellons' lowbias32) in int32 arithmetic: products wrap, and the right shifts are
+    made logical by masking, so every backend computes the same bits."""
+    from keras import ops
+
+    def shifted_xor(value, shift):
+        return ops.bitwise_xor(value, ops.bitwise_and(ops.right_shift(value, shift), (1 << (32 - shift)) - 1))
+    x = shifted_xor(x, 16)
+    x = ops.multiply(x, ops.convert_to_tensor(_MIX[0]))
+    x = shifted_xor(x, 15)
+    x = ops.multiply(x, ops.convert_to_tensor(_MIX[1]))
+    return shifted_xor(x, 16)
+
+
+def uniform_noise(shape: tuple, seed: int, draw):
+    """U[0, 1) values (24 bits) of `shape`, a function of (seed, draw number, position) alone: a counter-based
+    generator, so the supermask's samples are the same on every backend and a resumed run needs no generator
+    state beyond the draw number. `draw` may be a tensor (the layer's counter)."""
+    from keras import ops
+    seed32 = ops.convert_to_tensor(np.array(seed & 0xFFFFFFFF, np.uint32).view(np.int32))
+    key = _mix32(ops.bitwise_xor(_mix32(ops.cast(draw, "int32")), seed32))
+    index = ops.arange(int(np.prod(shape)), dtype="int32")
+    bits = _mix32(ops.add(_mix32(ops.add(ops.multiply(index, ops.convert_to_tensor(_GOLDEN)), key)), key))
+    uniforms = ops.cast(ops.bitwise_and(ops.right_shift(bits, 8), 0xFFFFFF), "float32") * (1.0 / (1 << 24))
+    return ops.reshape(uniforms, shape)
+
+
+@dataclass(frozen=True)
+class MaskType:
+    """A registered mask function and what its layer must give it (`MaskInputs`): the fraction kept (`topk`),
+    uniform draws (`bernoulli`: fresh ones every training step, fixed ones for evaluation) or a threshold fixed
+    from the initial scores (`signed`)."""
+    function: Callable
+    keeps_fraction: bool = False
+    sampled: bool = False
+    thresholded: bool = False
+
+    def __call__(self, scores, inputs: MaskInputs = NO_INPUTS):
+        return self.function(scores, inputs)
+
+
+MASK_TYPES: dict[str, MaskType] = {
+    "mask": MaskType(binary_mask),
+    "mask_rs": MaskType(rescaled_binary_mask),
+    "flip": MaskType(sign_mask),
+    "topk": MaskType(top_k_mask, keeps_fraction=True),
+    "bernoulli": MaskType(bernoulli_mask, sampled=True),
+    "signed": MaskType(ternary_mask, thresholded=True),
 }
 
 
-def get(name: str) -> MaskFunction:
-    """The mask function registered as `name`; a ValueError lists the valid names."""
-    if name not in MASK_FUNCTIONS:
-        raise ValueError(f"unknown mask type {name!r}; choose one of {', '.join(MASK_FUNCTIONS)}")
-    return MASK_FUNCTIONS[name]
+def get(name: str) -> MaskType:
+    """The mask type registered as `name`; a ValueError lists the valid names."""
+    if name not in MASK_TYPES:
+        raise ValueError(f"unknown mask type {name!r}; choose one of {', '.join(MASK_TYPES)}")
+    return MASK_TYPES[name]

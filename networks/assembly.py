@@ -7,18 +7,13 @@ layer and initializer a saved model of this project holds.
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 from keras import ops
 
 import initializers
 import networks
+from initializers import layer_seed
 from initializers.keras_initializer import SeededInitializer
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
-
-
-def layer_seed(run_seed: int, layer_index: int, role: int) -> int:
-    """A 32-bit seed for one draw (role 0: weights, 1: scores) of one layer."""
-    return int(np.random.SeedSequence([run_seed, layer_index, role]).generate_state(1)[0])
 
 
 @keras.saving.register_keras_serializable(package="masktrainer")
@@ -37,6 +32,10 @@ class MaxPool2x2(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1] // 2, input_shape[2] // 2, input_shape[3])
 
+    def standard_layer(self) -> keras.layers.MaxPooling2D:
+        """The standard Keras layer computing the same values (`masks.strip`), which loads without this project."""
+        return keras.layers.MaxPooling2D(2, name=self.name, dtype=self.dtype_policy)
+
 
 @dataclass
 class LayerFactory:
@@ -47,6 +46,8 @@ class LayerFactory:
     seed: int
     activation: str
     rewards_unchanged: bool = False
+    score_initializer: str = initializers.SCORES
+    keep: float | None = None
     count: int = field(default=0, init=False)
 
     def _common(self, prefix: str, activation: str) -> dict:
@@ -57,8 +58,10 @@ class LayerFactory:
             activation=activation,
             mask_type=self.mask_type,
             kernel_initializer=SeededInitializer(self.initializer, layer_seed(self.seed, index, 0), self.p1),
-            score_initializer=SeededInitializer(initializers.SCORES, layer_seed(self.seed, index, 1)),
+            score_initializer=SeededInitializer(self.score_initializer, layer_seed(self.seed, index, 1)),
             mask_regularizer=KeptFractionReward() if self.rewards_unchanged and self.mask_type else None,
+            keep=self.keep,
+            noise_seed=layer_seed(self.seed, index, 2),
         )
 
     def dense(self, units: int, activation: str | None = None) -> MaskedDense:
@@ -80,20 +83,23 @@ class LayerFactory:
 def _assemble(name: str, input_shape: tuple, num_classes: int, layers: LayerFactory,
               input_scale: float) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="images")
-    x = inputs if input_scale == 1.0 else keras.layers.Rescaling(input_scale, name="input_scale")(inputs)
+    x = inputs if input_scale == 1.0 else keras.layers.Rescaling(input_scale, name="input_scale", dtype="float32")(
+        inputs)  # scaled in float32 whatever the policy (where float16 cannot go on: training.run.check_precision)
     return keras.Model(inputs, networks.get(name).builder(x, layers, num_classes), name=name)
 
 
 def build_model(name: str, input_shape: tuple, *, activation: str = "relu", mask_type: str | None = "mask",
                 initializer: str = "he", p1: float = 0.5, seed: int = 1, rewards_unchanged: bool = False,
+                score_initializer: str = initializers.SCORES, keep: float | None = None,
                 num_classes: int = 10) -> keras.Model:
-    """Build network `name` with masked layers; weights drawn from `initializer` with per-layer seeds.
+    """Build network `name` with masked layers; weights drawn from `initializer` with per-layer seeds, the same
+    for every training type (`score_initializer`, `keep` and the mask type say how the connectivity is trained).
 
     For initializers that scale the input (`binary`), the scale is computed from the kernel shapes of a
     first build, then the network is built again with it (same seeds, so the same weights).
     """
     def factory():
-        return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged)
+        return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged, score_initializer, keep)
 
     model = _assemble(name, input_shape, num_classes, factory(), 1.0)
     scale = initializers.get(initializer).input_scale(

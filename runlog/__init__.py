@@ -14,6 +14,7 @@ import os
 import re
 import reprlib
 import secrets
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -48,10 +49,12 @@ def format_number(value: float) -> str:
 
 
 def experiment_directory(outputpath: str | Path, traintype: str, nettype: str, p1: float, masktype: str,
-                         activation: str, initializer: str, lr: float) -> Path:
-    """`<outputpath>/<traintype>/<nettype>/P1_<p1>/<masktype>_<activation>_<initializer>_LR<lr>/`."""
+                         activation: str, initializer: str, lr: float, keep: float | None = None) -> Path:
+    """`<outputpath>/<traintype>/<nettype>/P1_<p1>/<masktype>_<activation>_<initializer>_LR<lr>/`; an EdgePopup
+    run's mask type is followed by its kept fraction (`topk_K0.5_...`), so runs of different K never share one."""
+    kept = "" if keep is None else f"_K{format_number(keep)}"
     return (Path(outputpath) / traintype / nettype / f"P1_{format_number(p1)}"
-            / f"{masktype}_{activation}_{initializer}_LR{format_number(lr)}")
+            / f"{masktype}{kept}_{activation}_{initializer}_LR{format_number(lr)}")
 
 
 def new_run_id() -> str:
@@ -102,6 +105,10 @@ class RunFiles:
         """The finished run's masked model (scores and optimizer state included), a `.keras` file."""
         return self._path("Model", ".keras")
 
+    def paths(self) -> tuple[Path, ...]:
+        """Every file a run may have, in the order of the properties above."""
+        return tuple(getattr(self, name) for name, value in vars(RunFiles).items() if isinstance(value, property))
+
     @classmethod
     def from_config_path(cls, config_path: str | Path) -> "RunFiles":
         path = Path(config_path)
@@ -109,6 +116,47 @@ class RunFiles:
         if not (name.startswith("Config_ID") and name.endswith(".json")):
             raise RunLogError(f"{path}: not a Config_ID<id>.json file")
         return cls(path.parent, name[len("Config_ID"):-len(".json")])
+
+
+def _run_file_name_pattern() -> re.Pattern:
+    """`<stem>_ID<any id><suffix>` for every stem and suffix of RunFiles (`Config`, ..., `.json`, `.keras`), in any
+    combination and any letter case (some file systems ignore case)."""
+    probe = RunFiles(Path(), "")
+    stems = "|".join(sorted({re.escape(path.name.split("_ID")[0]) for path in probe.paths()}))
+    suffixes = "|".join(sorted({re.escape(path.suffix) for path in probe.paths()}))
+    return re.compile(rf"({stems})_ID.*({suffixes})", re.IGNORECASE | re.DOTALL)
+
+
+_RUN_FILE_NAME = _run_file_name_pattern()
+
+
+def is_run_file_name(name: str) -> bool:
+    """Whether `name` has the form of a run's file (`Config_ID<id>.json`, `Model_ID<id>.keras`, `Config_ID<id>.keras`,
+    ...): only that run's trainer writes such a file, so every other writer refuses the name."""
+    return _RUN_FILE_NAME.fullmatch(name) is not None
+
+
+def inside(root: str | Path, name: str | Path) -> Path | None:
+    """`root / name` when it stays inside `root` without passing through a link, else None: `name` must be
+    relative, without `..`, and no existing component of it (the last included) may be a symbolic link, nor one
+    before the last anything but a folder. What a command writes or deletes in a folder it owns goes through here."""
+    if not isinstance(name, (str, Path)) or not str(name):
+        return None
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        return None
+    path = Path(root)
+    for number, part in enumerate(relative.parts, start=1):
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            break  # nothing below exists yet: whatever is made there is made inside
+        except (OSError, ValueError):  # a file on the way, a name too long, a NUL byte
+            return None
+        if stat.S_ISLNK(mode) or (number < len(relative.parts) and not stat.S_ISDIR(mode)):
+            return None
+    return Path(root) / relative
 
 
 _TEMPORARY_SUFFIX = ".tmp"
@@ -133,8 +181,14 @@ def _atomic_write(path: Path, write) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(error, OSError):
-            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
+            raise write_failure(path, error) from None
         raise
+
+
+def write_failure(path: Path, error: OSError) -> OSError:
+    """`error` (disk full, read-only file system, no permission) as an OSError naming `path`, the file that could
+    not be written, rather than a temporary beside it or no file at all."""
+    return OSError(error.errno, f"cannot write {path}: {error.strerror or error}")
 
 
 def clean_temporaries(files: RunFiles) -> list[Path]:
@@ -160,6 +214,10 @@ def write_json(path: Path, data: dict) -> None:
         text = json.dumps(data, indent=1, allow_nan=False)
     except ValueError as error:
         raise RunLogError(f"{path}: not written: {error}") from None
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_text(path: Path, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 

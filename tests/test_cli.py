@@ -28,6 +28,17 @@ BAD_ARGUMENTS = {
     "pruning type with flip mask": (["--traintype", "MinPruning", "--masktype", "flip"],
                                     "--masktype flip does not fit --traintype MinPruning"),
     "missing data directory": (["--datadir", "/nonexistent/data"], "--datadir /nonexistent/data is not a directory"),
+    "keep zero": (["--traintype", "EdgePopup", "--keep", "0"], "0 is not a fraction in (0, 1]"),
+    "keep above one": (["--traintype", "EdgePopup", "--keep", "1.5"], "1.5 is not a fraction in (0, 1]"),
+    "keep negative": (["--traintype", "EdgePopup", "--keep", "-0.5"], "-0.5 is not a fraction in (0, 1]"),
+    "keep not a number": (["--traintype", "EdgePopup", "--keep", "most"], "'most' is not a fraction in (0, 1]"),
+    "keep infinite": (["--traintype", "EdgePopup", "--keep", "inf"], "inf is not a fraction in (0, 1]"),
+    "keep for another type": (["--traintype", "FreePruning", "--keep", "0.5"],
+                              "--keep is only for EdgePopup, not --traintype FreePruning"),
+    "keep for Supermask": (["--traintype", "Supermask", "--keep", "0.3"],
+                           "--keep is only for EdgePopup, not --traintype Supermask"),
+    "rival with the paper's mask": (["--traintype", "EdgePopup", "--masktype", "mask"],
+                                    "--masktype mask does not fit --traintype EdgePopup"),
 }
 
 

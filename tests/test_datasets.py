@@ -318,3 +318,12 @@ def test_data_directory_option_must_exist(tmp_path):
 def test_environment_variable_is_the_fallback(tmp_path, monkeypatch):
     monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
     assert datasets.resolve_data_directory(None) == tmp_path
+
+
+def test_a_trainsize_beyond_the_training_split_is_refused():
+    rng = np.random.default_rng(1)
+    raw = (rng.integers(0, 256, (120, 4, 4, 1), dtype=np.uint8), np.arange(120) % 10,
+           rng.integers(0, 256, (30, 4, 4, 1), dtype=np.uint8), np.arange(30) % 10)
+    assert datasets.preprocess(raw, trainsize=100, validation_size=20).sizes()["train"] == 100
+    with pytest.raises(datasets.DatasetError, match="--trainsize 101 is more than the 100 images of the training"):
+        datasets.preprocess(raw, trainsize=101, validation_size=20)

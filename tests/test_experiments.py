@@ -1,17 +1,20 @@
 """The study runner: study files expand to the right grids, and finished runs are skipped, interrupted ones resumed."""
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import experiments
 import runlog
+from experiments import summary
 from experiments.__main__ import main
 
-GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30}
+GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162}
 POINT = {"nettype": "LeNet", "traintype": "FreeFlipping", "initializer": "heconstant", "seed": 2,
          "dataset": "mnist", "maxepochs": 3, "batchsize": 25, "lr": 0.001}
 
@@ -48,12 +51,27 @@ def test_unknown_study_is_one_line_error_and_exit_2(capsys):
     ("[grid]\ntraintype = ['FreeFlipping', 'SignFlipping']\nseed = [1]\n", "gives one run twice"),
     ("[grid]\nseed = [1]\n[ray]\ncpus = 0\n", "[ray] takes cpus"),
     ("[grid]\nseed = [1]\n[ray]\nmemory = 1\n", "[ray] takes cpus"),
+    ("[grid]\ntraintype = ['EdgePopup', 'FreePruning']\nkeep = [0.3]\nseed = [1]\n", "--keep is only for EdgePopup"),
+    ("[grid]\ntraintype = ['EdgePopup']\nkeep = [0.0]\nseed = [1]\n", "keep 0.0 is not a fraction in"),
+    ("[[grid]]\nseed = [1]\n[[grid]]\nlr = [0.1]\n", "no seed"),
+    ("[[grid]]\nseed = [1]\n[[grid]]\nseed = [1]\n", "gives one run twice"),
+    ("grid = []\n", "needs a [grid]"),
 ])
 def test_malformed_study_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
     with pytest.raises(experiments.StudyError, match=message.replace("[", r"\[")):
         experiments.load_study(str(path))
+
+
+def test_peers_runs_every_type_on_the_same_seeds_and_edge_popup_at_each_keep():
+    study = experiments.load_study("peers")
+    edge = [point for point in study.points if point["traintype"] == "EdgePopup"]
+    assert sorted({point["keep"] for point in edge}) == [0.3, 0.5, 0.7] and len(edge) == 30
+    assert all("keep" not in point for point in study.points if point["traintype"] != "EdgePopup")
+    assert {point["seed"] for point in study.points} == {1, 2, 3, 4, 5}
+    directories = {experiments.experiment_directory(point, Path("Outputs")) for point in edge}
+    assert {path.name.split("_relu")[0] for path in directories} == {"topk_K0.3", "topk_K0.5", "topk_K0.7"}
 
 
 def test_a_repeated_grid_point_is_refused_with_one_line(tmp_path, capsys):
@@ -390,3 +408,57 @@ def test_a_finished_run_with_fewer_epochs_is_extended_not_trained_again(tmp_path
     experiments.run_study(experiments.Study("s", "", [POINT], {}), tmp_path, say=lambda line: None)
     assert commands == [[sys.executable, str(experiments.REPO_ROOT / "MaskTrainer.py"), "--resume", str(shorter),
                          "--maxepochs", "3"]]
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", ".hidden", "", "runs", "all", "RUNS", "x" * 101])
+def test_a_plot_name_must_be_a_plain_folder_name_of_its_own(tmp_path, name):
+    path = tmp_path / "named.toml"
+    path.write_text(f"[grid]\nseed = [1]\n[[plot]]\nname = {json.dumps(name)}\nseed = [1]\n")
+    with pytest.raises(experiments.StudyError, match=r"\[\[plot\]\] name"):
+        experiments.load_study(str(path))
+
+
+def test_two_plot_groups_of_one_name_are_refused(tmp_path):
+    path = tmp_path / "twice.toml"
+    path.write_text("[grid]\nseed = [1, 2]\n[[plot]]\nname = 'one'\nseed = [1]\n[[plot]]\nname = 'One'\nseed = [2]\n")
+    with pytest.raises(experiments.StudyError, match=r"two \[\[plot\]\] entries are named 'One'"):
+        experiments.load_study(str(path))
+
+
+def test_a_study_beyond_the_size_limit_is_refused_before_its_grid_is_expanded(tmp_path, capsys):
+    path = tmp_path / "huge.toml"
+    values = lambda start, scale: ", ".join(str(start + scale * i) for i in range(1000))  # noqa: E731
+    path.write_text(f"[grid]\nseed = [{values(1, 1)}]\nlr = [{values(0.001, 1e-6)}]\nbatchsize = [{values(1, 1)}]\n")
+    assert main(["run", str(path), "--dry-run", "--outputpath", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "1,000,000,000 runs" in error and "limit of 100,000" in error
+    assert experiments.MAX_STUDY_POINTS == 100_000
+
+
+def write_weights_and_masks(config: Path) -> None:
+    """A run's initial weights and final masks, from which the summary computes its effective size."""
+    files = runlog.RunFiles.from_config_path(config)
+    rng = np.random.default_rng(0)
+    weights = {"dense_1": rng.normal(size=(6, 4)).astype(np.float32),
+               "dense_2": rng.normal(size=(4, 3)).astype(np.float32)}
+    masks = {name: np.ones_like(kernel) for name, kernel in weights.items()}
+    masks["dense_1"][:, 0] = 0  # one unit without input: removed
+    runlog.write_npz(files.weights, weights)
+    runlog.write_npz(files.masks, masks)
+
+
+def summary_cells(table: str) -> list[str]:
+    """The numbers of a one-row summary table: its cells after the configuration's label."""
+    row = table.strip().splitlines()[2]
+    return [cell.strip() for cell in row.strip("|").split("|")][-(len(summary.COLUMNS) - 1):]
+
+
+def test_plots_summary_equals_the_tables_effective_size_included(tmp_path):
+    outputs = tmp_path / "Outputs"
+    write_weights_and_masks(write_run(outputs, POINT, "aaaaaaa", "finished", 3, activation="relu"))
+    study = experiments.Study("s", "", [POINT], {})
+    table = experiments.table_study(study, outputs)
+    assert experiments.plot_study(study, outputs, tmp_path / "report") == 0
+    plotted = (tmp_path / "report" / "s" / "all" / "Summary.md").read_text()
+    assert summary_cells(plotted) == summary_cells(table)
+    assert summary_cells(table)[-3:-1] == ["3/3", "27 of 36 (75.0%)"]

@@ -22,6 +22,7 @@ from export.run_files import Preprocessing
 from export.trained_run import effective_kernels, network_input_scale
 from masks.layers import MaskedDense, masked_layers
 from training import types as training_types
+from training.config import RunConfig
 
 INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}
 TYPE_AND_MASK = [(name, mask) for name, kind in training_types.TRAINING_TYPES.items() for mask in kind.mask_types]
@@ -37,10 +38,9 @@ def trained_network(nettype: str, traintype: str = "FreePruning", masktype: str 
                     initializer: str = "he", seed: int = 3) -> keras.Model:
     """A masked network as training leaves it: random normal scores (so masks are mixed), or for Baseline
     randomly changed weights."""
-    kind = training_types.get(traintype)
-    model = networks.build(nettype, INPUT_SHAPES[nettype], activation=activation, initializer=initializer,
-                           mask_type=kind.layer_mask_type(masktype), seed=seed,
-                           rewards_unchanged=kind.rewards_unchanged)
+    settings = RunConfig(traintype=traintype, masktype=masktype).resolved()
+    model = networks.build(nettype, INPUT_SHAPES[nettype], activation=activation, initializer=initializer, seed=seed,
+                           **settings.training_type.layer_options(settings.masktype, settings.keep))
     rng = np.random.default_rng(seed + 100)
     for layer in masked_layers(model):
         if layer.scores is None:
@@ -416,10 +416,11 @@ def test_command_line_refusal_is_one_line_with_status_2(tmp_path):
 
 # --- a real run ---------------------------------------------------------------------------------------------------
 
-def test_real_mnist_run_exported_has_exactly_its_logged_test_accuracy(tmp_path, capsys, mnist_directory):
+@pytest.mark.parametrize("traintype", ["FreePruning", "EdgePopup", "Supermask", "SignedSupermask"])
+def test_real_mnist_run_exported_has_exactly_its_logged_test_accuracy(tmp_path, capsys, mnist_directory, traintype):
     import MaskTrainer
     assert MaskTrainer.main(["--outputpath", str(tmp_path / "runs"), "--datadir", str(mnist_directory),
-                             "--trainsize", "2000", "--maxepochs", "1", "--seed", "1"]) == 0
+                             "--trainsize", "2000", "--maxepochs", "1", "--seed", "1", "--traintype", traintype]) == 0
     (config,) = (tmp_path / "runs").rglob("Config_ID*.json")
     files = runlog.RunFiles.from_config_path(config)
     logged = runlog.read_log(files.log_json)["testAccuracy"][-1]
@@ -437,3 +438,27 @@ def test_real_mnist_run_exported_has_exactly_its_logged_test_accuracy(tmp_path, 
         raw = raw_images(INPUT_SHAPES["LeNet"], count=50)
         np.testing.assert_array_equal(predict(keras.saving.load_model(tmp_path / "from_masks.keras"), raw),
                                       predict(keras.saving.load_model(tmp_path / "full.keras"), raw))
+
+
+@pytest.mark.parametrize("out_name", ["Config_IDdef5678.keras", "Model_IDdef5678.keras", "TrainLogs_IDdef5678.keras",
+                                      "checkpoint_iddef5678.keras", "Weights_IDnew.keras"])
+def test_out_may_not_take_the_name_of_any_runs_file(tmp_path, capsys, out_name):
+    config, _, _ = write_run(tmp_path / "run")
+    other = tmp_path / "other"
+    other.mkdir()
+    others_config = other / "Config_IDdef5678.json"
+    others_config.write_text('{"runId": "def5678"}')
+    err = check_refusal(capsys, [config, "--out", other / out_name], "run's own files")
+    assert others_config.read_text() == '{"runId": "def5678"}' and sorted(other.iterdir()) == [others_config], err
+
+
+@pytest.mark.parametrize("linked", ["model", "report"])
+def test_out_or_its_report_that_is_a_link_is_refused(tmp_path, capsys, linked):
+    config, _, _ = write_run(tmp_path / "run")
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    out = tmp_path / "out" / "lenet.keras"
+    out.parent.mkdir()
+    (out if linked == "model" else out.with_suffix(".json")).symlink_to(precious)
+    check_refusal(capsys, [config, "--out", out], "is a symbolic link")
+    assert precious.read_text() == "mine" and len(list(out.parent.iterdir())) == 1

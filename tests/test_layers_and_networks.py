@@ -3,8 +3,12 @@ import keras
 import numpy as np
 import pytest
 
+import initializers
 import networks
-from masks import MASK_FUNCTIONS
+from masks import functions
+from initializers import layer_seed
+from training.config import RunConfig
+from training.types import TRAINING_TYPES
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
 from networks.assembly import MaxPool2x2
 from tests.helpers import output_and_gradient
@@ -101,13 +105,98 @@ def test_unknown_network_lists_valid_names():
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (3, 3, 4, 6)])
-@pytest.mark.parametrize("mask_type", sorted(MASK_FUNCTIONS))
+@pytest.mark.parametrize("mask_type", ["mask", "mask_rs", "flip"])  # the Min* types' masks
 def test_min_term_is_minus_mean_mask_with_gradient_minus_one_over_n(shape, mask_type):
     scores = np.random.default_rng(3).uniform(-1, 1, shape).astype(np.float32)
 
     def term_of(variable):
-        mask = MASK_FUNCTIONS[mask_type](variable)
+        mask = functions.get(mask_type)(variable)
         return (mask, KeptFractionReward()(mask)), KeptFractionReward()(mask)
     (mask, term), gradient = output_and_gradient(term_of, scores)
     np.testing.assert_allclose(float(term), -np.mean(np.asarray(mask, np.float64)), rtol=1e-6)
     np.testing.assert_array_equal(gradient, np.full(shape, -1 / np.prod(shape), np.float32))
+
+
+# --- the rivals' layers: the same frozen weights, their own scores and masks -------------------------------------
+
+RIVALS = {name: kind for name, kind in TRAINING_TYPES.items() if kind.score_initializer != "scores"}
+
+
+def build_type(name: str, traintype: str, seed: int = 4) -> keras.Model:
+    settings = RunConfig(traintype=traintype).resolved()
+    return networks.build(name, INPUT_SHAPES[name], seed=seed,
+                          **settings.training_type.layer_options(settings.masktype, settings.keep))
+
+
+@pytest.mark.parametrize("name", ["LeNet", "Conv2"])
+def test_every_training_type_draws_the_same_frozen_weights(name):
+    reference = [np.asarray(layer.kernel) for layer in masked_layers(build_type(name, "FreePruning"))]
+    for traintype in TRAINING_TYPES:
+        kernels = [np.asarray(layer.kernel) for layer in masked_layers(build_type(name, traintype))]
+        assert all(np.array_equal(a, b) for a, b in zip(kernels, reference)), traintype
+
+
+@pytest.mark.parametrize("traintype", sorted(RIVALS))
+def test_rival_layers_train_scores_only_and_draw_their_own_scores(traintype):
+    model = build_type("LeNet", traintype)
+    layers = masked_layers(model)
+    assert [v.path for v in model.trainable_variables] == [f"{layer.name}/scores" for layer in layers]
+    first = np.asarray(layers[0].scores)
+    expected = initializers.draw(RIVALS[traintype].score_initializer, layer_seed(4, 0, 1), first.shape)
+    np.testing.assert_array_equal(first, expected)
+
+
+def test_edge_popup_layer_keeps_exactly_its_fraction_of_every_layer():
+    model = build_type("Conv2", "EdgePopup")
+    for layer in masked_layers(model):
+        assert int(np.sum(np.asarray(layer.mask))) == functions.kept_count(0.5, int(np.prod(layer.kernel.shape)))
+
+
+def test_supermask_layer_samples_a_new_mask_each_training_call_and_evaluates_one_fixed_sample():
+    layer = MaskedDense(50, mask_type="bernoulli", noise_seed=17,
+                        score_initializer=keras.initializers.Constant(0.0))
+    x = np.ones((1, 40), np.float32)
+    layer.build(x.shape)
+    evaluated = [np.asarray(layer.mask) for _ in range(2)] + [np.asarray(layer.mask_at(training=False))]
+    assert all(np.array_equal(mask, evaluated[0]) for mask in evaluated) and int(layer.draws.numpy()) == 0
+    sampled = [np.asarray(layer.mask_at(training=True)) for _ in range(3)]
+    assert int(layer.draws.numpy()) == 3
+    assert not np.array_equal(sampled[0], sampled[1]) and not np.array_equal(sampled[1], sampled[2])
+    assert abs(np.mean(sampled) - 0.5) < 0.02  # sigmoid(0)
+    np.testing.assert_array_equal(np.asarray(layer.mask), evaluated[0])
+
+
+def test_signed_supermask_threshold_is_fixed_from_the_initial_scores():
+    model = build_type("LeNet", "SignedSupermask")
+    for layer in masked_layers(model):
+        scores = np.asarray(layer.scores)
+        assert float(layer.threshold.numpy()) == np.float32(functions.SIGNED_THRESHOLD_FRACTION
+                                                            * float(np.max(np.abs(scores))))
+        mask = np.asarray(layer.mask)
+        assert set(np.unique(mask)) == {-1.0, 0.0, 1.0}
+        layer.scores.assign(scores * 0.5)  # the threshold stays: more weights are hidden
+        assert np.count_nonzero(np.asarray(layer.mask) == 0) > np.count_nonzero(mask == 0)
+
+
+@pytest.mark.parametrize("traintype", sorted(RIVALS))
+def test_rival_model_saved_and_reloaded_gives_same_predictions_and_state(tmp_path, traintype):
+    model = build_type("LeNet", traintype)
+    for layer in masked_layers(model):
+        layer.scores.assign(np.random.default_rng(2).standard_normal(layer.scores.shape).astype(np.float32))
+        if layer.draws is not None:
+            layer.draws.assign(41)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    x = inputs_for("LeNet")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), reloaded.predict(x, verbose=0))
+    for a, b in zip(masked_layers(model), masked_layers(reloaded)):
+        assert a.get_config() == b.get_config()
+        for variable, again in zip(a.weights, b.weights):
+            np.testing.assert_array_equal(np.asarray(variable), np.asarray(again))
+
+
+def test_edge_popup_layer_refuses_a_fraction_outside_zero_to_one():
+    for keep in (None, 0.0, 1.5):
+        with pytest.raises(ValueError, match="keep in"):
+            MaskedDense(3, mask_type="topk", keep=keep)

@@ -271,3 +271,69 @@ def test_ctrl_c_always_stops_the_run_cleanly(tmp_path, mnist_directory, moment):
     if configs:
         assert json.loads(configs[0].read_text())["status"] == "running"
         assert "epoch   6/6" not in output
+
+
+def test_a_trainsize_beyond_the_training_split_is_bad_input_and_writes_nothing(tmp_path, mnist_directory, capsys):
+    assert MaskTrainer.main(["--outputpath", str(tmp_path / "out"), "--datadir", str(mnist_directory),
+                             "--trainsize", "100000", "--maxepochs", "1"]) == 2
+    assert "--trainsize 100000 is more than the 55,000 images" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_inputs_that_float16_cannot_hold_are_refused_before_anything_is_written(tmp_path, mnist_directory,
+                                                                                        capsys):
+    try:
+        assert MaskTrainer.main(["--outputpath", str(tmp_path / "out"), "--datadir", str(mnist_directory),
+                                 "--nettype", "Conv4", "--dataset", "mnist", "--initializer", "binary",
+                                 "--precision", "mixed_float16", "--trainsize", "200", "--maxepochs", "1"]) == 2
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert "mixed_float16 cannot hold the inputs of Conv4" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("nettype, shape, policy", [("LeNet", (28, 28, 1), "mixed_float16"),
+                                                    ("Conv4", (32, 32, 3), "mixed_bfloat16")])
+def test_binary_networks_allowed_in_mixed_precision_give_outputs_that_vary(nettype, shape, policy):
+    import networks
+    from training.config import RunConfig
+    from training.run import check_precision
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = networks.build(nettype, shape, initializer="binary", seed=1)
+        check_precision(RunConfig(nettype=nettype, initializer="binary", precision=policy), model)
+        outputs = np.asarray(model(np.random.default_rng(0).normal(size=(8, *shape)).astype("float32")), "float32")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(outputs).all() and np.ptp(outputs, axis=0).max() > 1e-3
+
+
+def test_a_full_disk_names_the_model_file_that_could_not_be_written(tmp_path, mnist_directory, capsys, monkeypatch):
+    import errno
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(keras.Model, "save", full)
+    assert train(tmp_path, mnist_directory, "--trainsize", "200", "--maxepochs", "1", "--seed", "3") == 1
+    files = only_run(tmp_path)
+    error = capsys.readouterr().err
+    assert f"cannot write {files.model}: No space left on device" in error and f"--resume {files.config}" in error
+    assert not [path for path in tmp_path.rglob("*") if ".tmp" in path.name]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_the_run_as_ctrl_c_does(tmp_path, mnist_directory, stop):
+    def default_stop_signals():  # a test runner started under nohup would pass SIGHUP on ignored
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+    process = trainer_process("--datadir", str(mnist_directory), "--outputpath", str(tmp_path), "--trainsize", "200",
+                              "--maxepochs", "60", "--seed", "4", env={"PYTHONUNBUFFERED": "1"},
+                              preexec_fn=default_stop_signals)
+    wait_for_line(process, "epoch   1/60")
+    process.send_signal(stop)
+    output, error = process.communicate(timeout=120)
+    files = only_run(tmp_path)
+    assert process.returncode == 128 + stop, (output, error)
+    assert f"stopped by {stop.name}; continue with --resume {files.config}" in error and "Traceback" not in error
+    assert json.loads(files.config.read_text())["status"] == "running" and "epoch  60/60" not in output
+    assert not [path for path in tmp_path.rglob("*") if ".tmp" in path.name]

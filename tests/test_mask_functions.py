@@ -1,4 +1,5 @@
-"""Forward values and straight-through gradients of every mask function."""
+"""Forward values and straight-through gradients of every mask function, the rivals' defining behaviour included:
+edge-popup's exact per-layer count, the supermask's Bernoulli mean, the signed supermask's three values."""
 import numpy as np
 import pytest
 from keras import ops
@@ -12,26 +13,28 @@ EXPECTED_HARD = {
     "mask_rs": np.array([0, 0, 0, 1, 1, 1], np.float32) * 6 / (1 + 3),
     "flip": np.array([-1, -1, 0, 1, 1, 1], np.float32),
 }
+PAPER_MASKS = sorted(EXPECTED_HARD)
 
 
-def forward_and_gradient(name: str, scores: np.ndarray, upstream: np.ndarray):
+def forward_and_gradient(name: str, scores: np.ndarray, upstream: np.ndarray,
+                         inputs: functions.MaskInputs = functions.NO_INPUTS):
     def masked(variable):
-        mask = functions.get(name)(variable)
+        mask = functions.get(name)(variable, inputs)
         return mask, ops.sum(mask * upstream)
     return output_and_gradient(masked, scores)
 
 
-def test_registry_lists_the_three_mask_types():
-    assert sorted(functions.MASK_FUNCTIONS) == ["flip", "mask", "mask_rs"]
+def test_registry_lists_the_paper_masks_and_the_rivals():
+    assert sorted(functions.MASK_TYPES) == ["bernoulli", "flip", "mask", "mask_rs", "signed", "topk"]
 
 
-@pytest.mark.parametrize("name", sorted(functions.MASK_FUNCTIONS))
+@pytest.mark.parametrize("name", PAPER_MASKS)
 def test_forward_is_exactly_the_hard_mask(name):
     mask, _ = forward_and_gradient(name, SCORES, np.ones_like(SCORES))
     np.testing.assert_array_equal(mask, EXPECTED_HARD[name])
 
 
-@pytest.mark.parametrize("name", sorted(functions.MASK_FUNCTIONS))
+@pytest.mark.parametrize("name", PAPER_MASKS)
 def test_gradient_is_straight_through(name):
     upstream = np.array([0.3, -1.0, 2.0, 0.5, -0.25, 4.0], np.float32)
     _, gradient = forward_and_gradient(name, SCORES, upstream)
@@ -55,3 +58,92 @@ def test_all_on_binary_mask_multiplies_weights_by_exactly_one():
 def test_unknown_mask_type_lists_valid_names():
     with pytest.raises(ValueError, match="flip"):
         functions.get("dropout")
+
+
+def reference_top_k(scores: np.ndarray, keep: float) -> np.ndarray:
+    """Edge-popup's mask by a full sort: largest |s| first, ties in row-major order."""
+    flat = np.abs(scores).ravel()
+    order = np.lexsort((np.arange(flat.size), -flat))  # by -|s|, then by position
+    kept = np.zeros(flat.size, np.float32)
+    kept[order[:functions.kept_count(keep, flat.size)]] = 1
+    return kept.reshape(scores.shape)
+
+
+TIED = np.repeat(np.array([0.5, -0.25, 0.25, 0.0, 1.0, -1.0], np.float32), 7).reshape(6, 7)  # runs of equal |s|
+
+
+@pytest.mark.parametrize("scores", [
+    np.random.default_rng(5).standard_normal((300, 100)).astype(np.float32),
+    np.random.default_rng(6).uniform(-0.1, 0.1, (3, 3, 16, 8)).astype(np.float32),
+    TIED, np.random.default_rng(7).permutation(TIED.ravel()).reshape(7, 6), np.zeros((5, 4), np.float32)],
+    ids=["dense", "conv", "ties", "shuffled ties", "all equal"])
+@pytest.mark.parametrize("keep", [0.01, 0.3, 0.5, 0.7, 1.0])
+def test_top_k_keeps_exactly_round_k_n_weights_with_ties_broken_by_position(scores, keep):
+    mask, _ = forward_and_gradient("topk", scores, np.ones_like(scores), functions.MaskInputs(keep=keep))
+    assert mask.sum() == functions.kept_count(keep, scores.size)
+    np.testing.assert_array_equal(mask, reference_top_k(scores, keep))
+
+
+def test_kept_count_rounds_to_the_nearest_halves_up():
+    assert [functions.kept_count(k, 10) for k in (0.3, 0.25, 0.35, 1.0)] == [3, 3, 4, 10]
+    assert functions.kept_count(0.5, 7) == 4
+
+
+def test_top_k_gradient_passes_straight_through_the_magnitude():
+    upstream = np.array([0.3, -1.0, 2.0, 0.5, -0.25, 4.0], np.float32)
+    _, gradient = forward_and_gradient("topk", SCORES, upstream, functions.MaskInputs(keep=0.5))
+    np.testing.assert_array_equal(gradient, upstream * np.sign(SCORES))
+
+
+def numpy_uniform_noise(shape: tuple, seed: int, draw: int) -> np.ndarray:
+    """The counter-based generator in NumPy's wrapping uint32 arithmetic: the reference for every backend."""
+    def mix(x):
+        x = x ^ (x >> np.uint32(16))
+        x = x * np.uint32(0x7FEB352D)
+        x = x ^ (x >> np.uint32(15))
+        x = x * np.uint32(0x846CA68B)
+        return x ^ (x >> np.uint32(16))
+    with np.errstate(over="ignore"):
+        key = mix(mix(np.array([draw], np.uint32)) ^ np.uint32(seed))
+        index = np.arange(int(np.prod(shape)), dtype=np.uint32)
+        bits = mix(mix(index * np.uint32(0x9E3779B9) + key) + key)
+    return ((bits >> np.uint32(8)).astype(np.float32) / (1 << 24)).reshape(shape)
+
+
+@pytest.mark.parametrize("seed, draw", [(0, 0), (12345, 1), (2**32 - 1, 77)])
+def test_uniform_noise_has_the_same_bits_on_every_backend(seed, draw):
+    noise = np.asarray(functions.uniform_noise((40, 25), seed, draw))
+    np.testing.assert_array_equal(noise, numpy_uniform_noise((40, 25), seed, draw))
+    assert noise.min() >= 0 and noise.max() < 1 and abs(noise.mean() - 0.5) < 0.03
+
+
+def test_uniform_noise_differs_between_draws_and_seeds():
+    draws = [np.asarray(functions.uniform_noise((1000,), seed, draw)) for seed, draw in ((1, 1), (1, 2), (2, 1))]
+    assert all(np.mean(a == b) < 0.01 for i, a in enumerate(draws) for b in draws[i + 1:])
+
+
+def test_supermask_sample_has_mean_sigmoid_of_the_scores_over_many_draws():
+    scores = np.linspace(-3, 3, 13).astype(np.float32)
+    draws = 4000
+    samples = np.stack([np.asarray(functions.get("bernoulli")(
+        ops.convert_to_tensor(scores), functions.MaskInputs(uniforms=functions.uniform_noise(scores.shape, 9, d))))
+        for d in range(1, draws + 1)])
+    assert set(np.unique(samples)) <= {0.0, 1.0}
+    expected = 1 / (1 + np.exp(-scores))
+    np.testing.assert_allclose(samples.mean(axis=0), expected, atol=4 * np.sqrt(0.25 / draws))
+
+
+def test_supermask_gradient_is_that_of_the_sigmoid():
+    upstream = np.array([0.3, -1.0, 2.0, 0.5, -0.25, 4.0], np.float32)
+    inputs = functions.MaskInputs(uniforms=functions.uniform_noise(SCORES.shape, 3, 1))
+    _, gradient = forward_and_gradient("bernoulli", SCORES, upstream, inputs)
+    sigmoid = 1 / (1 + np.exp(-SCORES.astype(np.float64)))
+    np.testing.assert_allclose(gradient, upstream * sigmoid * (1 - sigmoid), rtol=1e-6)
+
+
+def test_signed_supermask_keeps_hides_or_inverts_with_identity_gradient():
+    threshold = np.float32(0.015)
+    upstream = np.array([0.3, -1.0, 2.0, 0.5, -0.25, 4.0], np.float32)
+    mask, gradient = forward_and_gradient("signed", SCORES, upstream, functions.MaskInputs(threshold=threshold))
+    np.testing.assert_array_equal(mask, [-1, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(gradient, upstream)

@@ -5,6 +5,7 @@ import signal
 
 import keras
 import numpy as np
+import pytest
 
 import MaskTrainer
 import runlog
@@ -68,8 +69,9 @@ def test_nan_loss_stops_the_run_and_says_why(tmp_path, mnist_directory, capsys):
     assert len(log["testAccuracy"]) == 1  # epoch 0 only; no record with NaN in it
 
 
-def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory):
-    flags = [*SLICE, "--maxepochs", "4", "--seed", "3", "--traintype", "MinPruning",
+@pytest.mark.parametrize("traintype", ["MinPruning", "Supermask"])  # Supermask: its draw counter is state too
+def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory, traintype):
+    flags = [*SLICE, "--maxepochs", "4", "--seed", "3", "--traintype", traintype,
              "--datadir", str(mnist_directory)]
     reference = trainer_process(*flags, "--outputpath", str(tmp_path / "reference"))
     killed = trainer_process(*flags, "--outputpath", str(tmp_path / "killed"))

@@ -84,3 +84,28 @@ def test_refresh_reports_a_claim_that_is_gone(tmp_path):
     assert claim.refresh() and time.time() - claim.path.stat().st_mtime < 5
     claim.release()
     assert not claim.refresh()
+
+
+@pytest.mark.parametrize("content", [
+    b"[" * 100_000 + b"]" * 100_000,  # deeper than the JSON parser recurses
+    json.dumps({"host": socket.gethostname(), "pid": 10**30, "pidNamespace": claims._pid_namespace()}).encode(),
+    json.dumps({"host": "elsewhere", "pid": 1, "trainerPid": -4}).encode(),
+    b"[1, 2]", b'"a claim"', b"\xff\xfe\x00garbage\x80", json.dumps({"host": 5, "pid": 1}).encode()])
+def test_a_damaged_claim_is_stale_and_taken_over_not_a_crash(tmp_path, content):
+    damaged = tmp_path / claims.claim_name(STEM, 0)
+    damaged.write_bytes(content)  # fresh: only its content says it is stale
+    taken = claims.acquire(tmp_path, STEM, 600)
+    assert isinstance(taken, claims.Claim) and taken.generation == 1 and taken.still_ours()
+
+
+def test_a_claim_being_written_waits_for_its_runner(tmp_path):
+    (tmp_path / claims.claim_name(STEM, 0)).write_bytes(b"")  # created, its content not written yet
+    assert isinstance(claims.acquire(tmp_path, STEM, 600), claims.Holder)
+
+
+def test_recording_the_trainer_replaces_the_claim_whole(tmp_path):
+    claim = claims.acquire(tmp_path, STEM, 600)
+    claim.record_trainer(os.getpid())
+    content = json.loads(claim.path.read_text())
+    assert content["trainerPid"] == os.getpid() and content["host"] == socket.gethostname()
+    assert sorted(path.name for path in tmp_path.iterdir()) == [claim.path.name]  # no temporary left

@@ -37,7 +37,7 @@ def _activation_names() -> list[str]:
 
 def _mask_type_names() -> list[str]:
     import masks
-    return list(masks.MASK_FUNCTIONS)
+    return list(masks.MASK_TYPES)
 
 
 def _dataset_names() -> list[str]:
@@ -67,6 +67,10 @@ def positive_number(value) -> str | None:
 
 def probability(value) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a probability in [0, 1]"
+
+
+def kept_fraction(value) -> str | None:
+    return None if _is_number(value) and 0 < value <= 1 else "a fraction in (0, 1]"
 
 
 def seed_value(value) -> str | None:
@@ -110,6 +114,9 @@ class RunConfig:
                        choices=lambda: ["auto", "on", "off"])
     precision: str = setting("float32", "Keras dtype policy; the mixed ones change numerics (for GPUs)",
                              choices=lambda: ["float32", "mixed_float16", "mixed_bfloat16"])
+    keep: float | None = setting(None, f"EdgePopup only: the fraction K of each layer's weights kept, in (0, 1] "
+                                       f"(default {training_types.get('EdgePopup').default_keep})",
+                                 check=kept_fraction, parse=float, optional=True)
 
     @staticmethod
     def problem(name: str, value) -> str | None:
@@ -129,12 +136,13 @@ class RunConfig:
     def from_dict(cls, data: dict, source: str, complete: bool = False) -> "RunConfig":
         """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
 
-        `complete`: every setting must be present (a configuration file); else missing ones take defaults
-        (a study's grid point). Each value is checked (`problem`); ConfigError names `source` and the setting.
+        `complete`: every setting must be present (a configuration file), but for optional ones added since
+        (a file written before `keep` existed has none); else missing ones take defaults (a study's grid point).
+        Each value is checked (`problem`); ConfigError names `source` and the setting.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
-        missing = [name for name in _FIELDS if name not in data]
+        missing = [name for name, item in _FIELDS.items() if name not in data and not item.metadata["optional"]]
         if complete and missing:
             raise ConfigError(f"{source}: missing setting {missing[0]!r}")
         values = {name: data[name] for name in _FIELDS if name in data}
@@ -147,13 +155,15 @@ class RunConfig:
         return cls(**values).resolved(source)
 
     def resolved(self, source: str = "settings") -> "RunConfig":
-        """Canonical training-type name and the mask type it implies; ConfigError when the mask type does not fit."""
+        """Canonical training-type name, the mask type it implies and EdgePopup's default `keep`; ConfigError when
+        the mask type does not fit, or `keep` is given to a type that keeps no fixed fraction."""
         training_type = training_types.get(self.traintype)
         try:
             masktype = training_type.resolve_mask_type(self.masktype)
+            keep = training_type.resolve_keep(self.keep)
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
-        return replace(self, traintype=training_type.name, masktype=masktype)
+        return replace(self, traintype=training_type.name, masktype=masktype, keep=keep)
 
     @property
     def training_type(self) -> training_types.TrainingType:
@@ -173,14 +183,16 @@ class RunConfig:
         """Where the run's files go (SPEC.md section 7)."""
         config = self.resolved()
         return runlog.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
-                                           config.masktype, config.activation, config.initializer, config.lr)
+                                           config.masktype, config.activation, config.initializer, config.lr,
+                                           config.keep)
 
     def identity(self) -> dict:
         """The settings that make two runs the same experiment: all but where the files are, how the loop was
-        compiled, and how many epochs were asked for (a finished run can be extended)."""
+        compiled, and how many epochs were asked for (a finished run can be extended). A setting that does not
+        apply (`keep` but for EdgePopup) is left out, so the identity of a run recorded before it existed holds."""
         config = replace(self.resolved(), dataset=self.dataset_name())
         return {name: value for name, value in config.to_dict().items()
-                if name not in ("outputpath", "datadir", "jit", "maxepochs")}
+                if name not in ("outputpath", "datadir", "jit", "maxepochs") and not (name == "keep" and value is None)}
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
@@ -190,8 +202,8 @@ class RunConfig:
 
 _FIELDS = {item.name: item for item in fields(RunConfig)}
 SETTING_NAMES = tuple(_FIELDS)
-# The settings a run's experiment directory names (SPEC.md section 7), in the order of its path.
-DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr")
+# The settings a run's experiment directory names (SPEC.md section 7; `keep` too, for EdgePopup), in path order.
+DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep")
 
 
 def default(name: str):

@@ -23,7 +23,7 @@ import initializers
 import networks
 import runlog
 from masks.layers import masked_layers
-from training import backends, checkpoint, statistics
+from training import backends, checkpoint, provenance, statistics
 from training.config import ConfigError, RunConfig
 from training.interrupts import DeferredInterrupt
 
@@ -63,7 +63,8 @@ def new_record(settings: RunConfig) -> dict:
     backend = backends.current()
     seed = settings.seed or draw_seed()
     return {**settings.to_dict(), "seed": seed, "requestedSeed": settings.seed, "dataset": settings.dataset_name(),
-            "changedMeans": settings.training_type.changed_means, "runId": runlog.new_run_id(),
+            "changedMeans": settings.training_type.changed_means,
+            "scoreInitializer": settings.training_type.score_initializer, "runId": runlog.new_run_id(),
             "backend": backend.NAME, "versions": library_versions(backend), "threads": thread_settings(),
             "startTime": now(), "status": "running"}
 
@@ -104,10 +105,38 @@ def refresh_claim() -> None:
             pass
 
 
+def changed_text(log: dict, epoch: int, changed_means: str) -> str:
+    """The fraction changed at `epoch` for the epoch's line; the signed supermask's pruned and flipped apart."""
+    total = log["totalWeights"]
+    if changed_means == "none":
+        return ""
+    if changed_means == "pruned and flipped":  # from the per-layer counts of negative and zero masks
+        negative, zero = np.sum(np.array(log["remainingWeightsPerLayer"][epoch])[:, :2], axis=0)
+        return f"pruned {zero / total:7.2%} flipped {negative / total:7.2%}  "
+    return f"{changed_means} {log['changedWeights'][epoch] / total:7.2%}  "
+
+
+def input_scale(initializer: str, model: keras.Model) -> float:
+    """The factor the initializer's inputs are scaled by (1 but for `binary`), from the model's kernel shapes."""
+    return initializers.get(initializer).input_scale([tuple(layer.kernel.shape) for layer in masked_layers(model)])
+
+
+def check_precision(settings: RunConfig, model: keras.Model) -> None:
+    """Refuse float16 where it cannot hold the scaled inputs: `binary`'s scale on the conv nets (1e-6 to 1e-11)
+    would round them to zero or to a few bits, and the run would train a constant network to 10% (ConfigError)."""
+    scale, smallest = input_scale(settings.initializer, model), float(np.finfo(np.float16).smallest_normal)
+    if settings.precision == "mixed_float16" and scale < smallest:
+        raise ConfigError(f"--precision mixed_float16 cannot hold the inputs of {settings.nettype} with --initializer "
+                          f"{settings.initializer}, scaled by {scale:.3g}, below float16's smallest normal number "
+                          f"{smallest:.3g}; use mixed_bfloat16 or float32")
+
+
 class Run:
     """A run being trained: the model, its compiled steps, the data and the files it writes.
 
-    The constructor loads and checks the data and builds the model; it writes nothing. `train()` writes.
+    The constructor loads and checks the data, builds the model and restores a resumed run's state, every file
+    checked first; it writes nothing, so a refused resume changes no file (callers write the configuration
+    before `train()`). `train()` writes.
     """
 
     def __init__(self, settings: RunConfig, record: dict, files: runlog.RunFiles, verbose: bool = False,
@@ -120,13 +149,15 @@ class Run:
         keras.mixed_precision.set_global_policy(settings.precision)
         raw, source = datasets.load_raw(settings.dataset, datasets.resolve_data_directory(settings.datadir))
         self.data = datasets.preprocess(raw, settings.trainsize)
+        self.data_digests = provenance.data_digests(raw)  # recorded at epoch 0, checked on resuming
         record.update(datasetSource=source, datasetSizes=self.data.sizes())
         training_type = settings.training_type
         network = networks.get(settings.nettype)
         self.model = networks.build(
             settings.nettype, self.data.x_train.shape[1:], activation=settings.activation,
-            mask_type=training_type.layer_mask_type(settings.masktype), initializer=settings.initializer,
-            p1=settings.p1, seed=settings.seed, rewards_unchanged=training_type.rewards_unchanged)
+            initializer=settings.initializer, p1=settings.p1, seed=settings.seed,
+            **training_type.layer_options(settings.masktype, settings.keep))
+        check_precision(settings, self.model)
         # Named explicitly: Keras numbers unnamed optimizers per process (adam_2, ...), and the checkpoint keys
         # are variable paths, which start with the optimizer's name.
         self.optimizer = keras.optimizers.Adam(learning_rate=settings.lr, name="adam")
@@ -138,16 +169,14 @@ class Run:
         self.steps = self.backend.Steps(
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
             record["jitCompiled"], self.backend.steps_per_call(record["jitCompiled"], network.convolutional))
-        self.initial_mask_signs = {name: np.sign(mask) for name, mask in
-                                   statistics.current_masks(self.model).items()}
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
         self.interrupt = DeferredInterrupt()
+        self.restored = self.restore()
 
     def preprocessing(self) -> dict[str, np.ndarray]:
         """What turns raw pixels into the network's input: x / 255, minus the mean image, over std, times input_scale."""
-        shapes = [tuple(layer.kernel.shape) for layer in masked_layers(self.model)]
         return {"mean_image": self.data.mean_image, "std": np.float32(self.data.std),
-                "input_scale": np.float32(initializers.get(self.settings.initializer).input_scale(shapes))}
+                "input_scale": np.float32(input_scale(self.settings.initializer, self.model))}
 
     def record_epoch(self, log: dict, epoch: int, seconds: float) -> None:
         """Evaluate the three sets and the masks, and append epoch `epoch` to `log`; RunFailed if not finite."""
@@ -159,7 +188,7 @@ class Run:
         not_finite = [key for key, value in values.items() if not math.isfinite(value)]
         if not_finite:
             raise RunFailed(f"{not_finite[0]} became {values[not_finite[0]]} at epoch {epoch}")
-        stats = statistics.mask_statistics(self.model, self.initial_mask_signs)
+        stats = statistics.mask_statistics(self.model)
         values.update(remainingWeights=stats.remaining_weights, changedWeights=stats.changed_weights,
                       epochSeconds=seconds)
         for key in runlog.EPOCH_KEYS:
@@ -169,15 +198,21 @@ class Run:
 
     def restore(self) -> tuple[dict, int] | None:
         """The log to continue and its last finished epoch, from the checkpoint, else from a finished run's
-        model (to extend it); None for a run that has nothing to continue. Writes nothing."""
-        if self.files.checkpoint.exists():
-            epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
-                                       owner=(self.files.run_id, self.settings.digest()))
-        elif self.record.get("status") == "finished":
-            checkpoint.restore_from_model(self.files.model, self.model, self.optimizer)
-            epoch = None  # a finished run's model is the state after its last logged epoch
-        else:
+        model (to extend it); None for a run that has nothing to continue. Writes nothing, and first checks
+        every file it rests on against the run's digests and its seed's draw (`training.provenance`)."""
+        from_checkpoint = self.files.checkpoint.exists()
+        if not (from_checkpoint or self.record.get("status") == "finished"):
             return None
+        drawn, legacy = statistics.kernels(self.model), not provenance.has_digests(self.record)
+        provenance.check_saved_inputs(self.files, self.record, self.data_digests, drawn, self.preprocessing())
+        frozen = None if self.settings.training_type.trains_weights else drawn
+        if from_checkpoint:
+            epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
+                                       (self.files.run_id, self.settings.digest()), frozen, legacy)
+        else:
+            digest = provenance.recorded(self.record, self.files.config).get("model")
+            checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digest, frozen)
+            epoch = None  # a finished run's model is the state after its last logged epoch
         log = runlog.read_log(self.files.log_json)
         epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
         if len(log["testAccuracy"]) <= epoch:
@@ -188,22 +223,26 @@ class Run:
         for key in runlog.EPOCH_KEYS + ("remainingWeightsPerLayer",):
             del log[key][epoch + 1:]
         log["status"] = "running"
+        if legacy:  # after the checks: a refusal stays one line
+            print(provenance.legacy_warning(self.files.run_id), file=sys.stderr)
         return log, epoch
 
     def start(self) -> tuple[dict, int]:
         """Epoch 0 of a new run: the untrained network evaluated, its weights and preprocessing saved."""
         log = new_log([layer.name for layer in masked_layers(self.model)])
         self.record_epoch(log, 0, 0.0)
-        runlog.write_npz(self.files.weights, statistics.kernels(self.model))
-        runlog.write_npz(self.files.preprocessing, self.preprocessing())
+        weights, preprocessing = statistics.kernels(self.model), self.preprocessing()
+        runlog.write_npz(self.files.weights, weights)
+        runlog.write_npz(self.files.preprocessing, preprocessing)
+        self.record[provenance.RECORD_KEY] = {"data": self.data_digests, "weights": provenance.array_digests(weights),
+                                              "preprocessing": provenance.array_digests(preprocessing)}
+        runlog.write_json(self.files.config, self.record)  # before the log: a run without a log starts afresh
         runlog.write_log(self.files, log)
         self.print_line(self.summary_line(log, 0))
         return log, 0
 
     def summary_line(self, log: dict, epoch: int) -> str:
-        changed_means = self.record["changedMeans"]
-        changed = "" if changed_means == "none" else \
-            f"{changed_means} {log['changedWeights'][epoch] / log['totalWeights']:7.2%}  "
+        changed = changed_text(log, epoch, self.record["changedMeans"])
         return (f"epoch {epoch:3d}/{self.settings.maxepochs}  "
                 f"loss {log['trainLoss'][epoch]:.4f}  acc train {log['trainAccuracy'][epoch]:.4f} "
                 f"val {log['valAccuracy'][epoch]:.4f} test {log['testAccuracy'][epoch]:.4f}  "
@@ -247,12 +286,11 @@ class Run:
         log = None
         try:
             with self.interrupt:
-                restored = self.restore()  # first, so that a refused resume changes no file
                 runlog.clean_temporaries(self.files)
                 self.record.update(status="running", stopReason=None, maxepochs=self.settings.maxepochs)
                 runlog.write_json(self.files.config, self.record)
                 refresh_claim()
-                log, done = restored or self.start()
+                log, done = self.restored or self.start()
                 self.interrupt.check()
                 self.train_epochs(log, done)
         except (KeyboardInterrupt, OSError, runlog.RunLogError, ConfigError):
@@ -281,7 +319,10 @@ class Run:
                 self.print_line(f"run {self.files.run_id}: {stop_reason}")
                 break
         self.callbacks.on_train_end()
-        runlog.write_npz(self.files.masks, statistics.current_masks(self.model))
+        masks = statistics.current_masks(self.model)
+        runlog.write_npz(self.files.masks, masks)
         checkpoint.save_model(self.files.model, self.model)
-        self.set_status(log, "finished", stop_reason)
+        self.record.setdefault(provenance.RECORD_KEY, {}).update(
+            masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model))
+        self.set_status(log, "finished", stop_reason)  # records the digests before the checkpoint goes
         self.files.checkpoint.unlink(missing_ok=True)

@@ -37,11 +37,13 @@ class MaskStatistics:
     per_layer: list[list[int]]  # per layer: negative/zero/positive masks, negative/zero/positive weights
 
 
-def mask_statistics(model: keras.Model, initial_mask_signs: dict[str, np.ndarray]) -> MaskStatistics:
-    """Counts of the effective weights W * m(S), and of connections whose mask sign differs from epoch 0.
+def mask_statistics(model: keras.Model) -> MaskStatistics:
+    """Counts of the effective weights W * m(S), and of connections not kept as the random network has them.
 
-    A connection is "changed" when sign(m) differs from its epoch-0 value: pruned (1 -> 0) for the pruning
-    types, flipped (+1 -> -1) for the flipping types. Baseline has no mask, so nothing is changed.
+    A connection is "changed" when sign(m) is not +1: pruned (m = 0) or flipped (m < 0). The paper's types start
+    with every mask at +1, so for them this counts the changes since epoch 0; the rivals start from their own
+    masks (edge-popup's top K, a Bernoulli sample, the signed supermask's thresholds), and for them it counts
+    what their network lacks or inverts against the random one. Baseline has no mask, so nothing is changed.
     """
     masks, weights = current_masks(model), kernels(model)
     per_layer, remaining, changed = [], 0, 0
@@ -49,6 +51,6 @@ def mask_statistics(model: keras.Model, initial_mask_signs: dict[str, np.ndarray
         effective = weights[name] * mask
         per_layer.append(sign_counts(mask) + sign_counts(effective))
         remaining += int(np.count_nonzero(effective))
-        changed += int(np.count_nonzero(np.sign(mask) != initial_mask_signs[name]))
+        changed += int(np.count_nonzero(mask <= 0))
     total = sum(mask.size for mask in masks.values())
     return MaskStatistics(remaining, changed, total, per_layer)
