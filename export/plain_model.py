@@ -46,21 +46,19 @@ def preprocessing_layers(preprocessing: Preprocessing) -> list[keras.layers.Laye
     ]
 
 
-def _dense(layer: MaskedDense, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
-    return standard_layer(layer, units=kernel.shape[-1], dtype=dtype)
-
-
-def _conv(layer: MaskedConv2D, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
+def _plain_masked(layer: MaskedDense | MaskedConv2D, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
+    """The standard Dense or Conv2D for an exported (possibly compacted) kernel, as `masks.strip` makes it."""
     return standard_layer(layer, units=kernel.shape[-1], dtype=dtype)
 
 
 # Plain counterparts: of the masked layers (given their exported kernel), and of the layers without weights.
-PLAIN_MASKED_LAYERS = {MaskedDense: _dense, MaskedConv2D: _conv}
+PLAIN_MASKED_LAYERS = {MaskedDense: _plain_masked, MaskedConv2D: _plain_masked}
 PLAIN_LAYERS = {
     MaxPool2x2: lambda layer, dtype: keras.layers.MaxPooling2D(2, name=layer.name, dtype=dtype),
     keras.layers.Flatten: lambda layer, dtype: keras.layers.Flatten(name=layer.name, dtype=dtype),
-    keras.layers.Rescaling: lambda layer, dtype: keras.layers.Rescaling(layer.scale, layer.offset,
-                                                                        name=layer.name, dtype=dtype),
+    # the input scale keeps the trainer's own dtype (float32 whatever the precision: networks.assembly)
+    keras.layers.Rescaling: lambda layer, dtype: keras.layers.Rescaling(layer.scale, layer.offset, name=layer.name,
+                                                                        dtype=layer.dtype_policy),
 }
 
 

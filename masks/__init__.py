@@ -6,7 +6,7 @@ when first used.
 """
 from masks.functions import MASK_TYPES, get
 
-__all__ = ["MASK_TYPES", "get"]
+__all__ = ["MASK_TYPES", "MaskStatistics", "convert", "get", "strip"]
 
 _LAZY = {"convert": "masks.conversion", "strip": "masks.conversion", "MaskStatistics": "masks.callbacks"}
 

@@ -159,7 +159,8 @@ def convert(model: keras.Model, traintype: str = "FreePruning", weights: str = K
                                               training_type.resolve_keep(keep))
     except ValueError as error:
         raise ValueError(f"masks.convert: {error}") from None
-    if options["keep"] is not None and not (isinstance(options["keep"], (int, float)) and 0 < options["keep"] <= 1):
+    if options["keep"] is not None and (isinstance(options["keep"], bool) or not (
+            isinstance(options["keep"], (int, float)) and 0 < options["keep"] <= 1)):
         raise ValueError(f"masks.convert: keep must be a fraction in (0, 1], not {keep!r}")
     indices = {id(layer): index for index, layer in enumerate(_converted_layers(model))}
 

@@ -25,7 +25,7 @@ SIGNED_THRESHOLD_FRACTION = 0.4
 class MaskInputs(NamedTuple):
     """What a mask function needs beside the scores; each mask type uses at most one of them."""
     keep: float | None = None  # `topk`: the fraction of the layer kept
-    threshold: object = None  # `signed`: the layer's fixed threshold
+    threshold: object = None  # `signed`: the layer's fixed threshold; `topk`: its search's result, if it has one
     uniforms: object = None  # `bernoulli`: U[0, 1) draws of the scores' shape
 
 
@@ -86,73 +86,99 @@ def _largest_with_count(values, count, bits: int, counted: Callable):
     return ops.fori_loop(0, bits, step, ops.convert_to_tensor(0, "int32"))
 
 
-def _top_k_threshold(bits, k: int):
-    """(t, above): a bit pattern t with count(bits >= t) == k, or else the k-th largest pattern itself, which ties
-    straddle; `above` = count(bits > t) in that case.
+def _bracket(bits, k: int, hint):
+    """(low, high, count(bits >= low), count(bits >= high)) with the first count >= k > the second: around a
+    previous threshold hint = [pattern, width] (widened fourfold until it brackets), else the whole range."""
+    from keras import ops
+    top = ops.max(bits) + 1  # nothing is at or above it
 
-    A search on the counts by regula falsi with the Illinois rule, in the space of the int32 bit patterns of the
-    non-negative floats (they order as the values; roughly the logarithm of the value, so a heavy tail of large
-    scores does not spoil the interpolation): each step guesses where the count crosses k by interpolating
-    between the bracket's ends, and counts in one linear pass (no sort). On real edge-popup scores about 8 to 20
-    passes land in the gap between the k-th and (k+1)-th largest; a step that does not halve the bracket is
-    followed by a bisection step, so adversarial values take at most about 62 passes.
+    def ends(center, width):
+        low = ops.where(width >= center, 0, center - width)
+        high = ops.where(width >= top - center, top, center + width)
+        return low, high, _count(bits >= low), _count(bits >= high)
+
+    def unbracketed(low, high, count_low, count_high, width):
+        return ops.logical_not(ops.logical_and(count_low >= k, count_high < k))
+
+    def widen(low, high, count_low, count_high, width):
+        width = ops.minimum(width, 1 << 28) * 4
+        return (*ends(center, width), width)
+    cold = hint[0] <= 0
+    center = ops.where(cold, 0, ops.minimum(hint[0], top))
+    width = ops.where(cold, top, ops.maximum(hint[1], 1))
+    low, high, count_low, count_high, _ = ops.while_loop(unbracketed, widen, (*ends(center, width), width))
+    return low, high, count_low, count_high
+
+
+def top_k_search(magnitudes, keep: float, hint=None):
+    """(t, next hint): a bit pattern t whose `bits >= t` are the kept_count(keep, n) largest of the non-negative
+    float32 `magnitudes`, or else the k-th largest pattern itself, which ties straddle.
+
+    A search on the counts, in linear time with no sort: non-negative floats order as their int32 bit patterns.
+    It starts from a bracket around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or
+    None: the whole range), then narrows it by regula falsi with the Illinois rule in the space of the bit
+    patterns (roughly the logarithm of the value, so a heavy tail of large scores does not spoil the
+    interpolation): each step guesses where the count crosses k and counts in one linear pass. Scores are
+    smoothly distributed, so a few passes land in the gap between the k-th and (k+1)-th largest (BENCHMARKS.md);
+    a step that does not halve the bracket is followed by a bisection step, so adversarial values take at most
+    about 62 passes. The result is exact whatever the hint: the hint only saves passes.
     """
     from keras import ops
+    bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
+    k = kept_count(keep, int(bits.shape[0]))
+    hint = ops.zeros((2,), "int32") if hint is None else hint
 
     def guess(low, high, excess_low, excess_high, bisect):
         fraction = excess_low / (excess_low - excess_high)
         interpolated = low + ops.cast(ops.cast(high - low, "float32") * fraction, "int32")
         return ops.clip(ops.where(bisect, low + (high - low) // 2, interpolated), low + 1, high - 1)
 
-    def searching(low, high, count_low, count_high, excess_low, excess_high, side, bisect):
+    def searching(low, high, count_low, excess_low, excess_high, side, bisect):
         return ops.logical_and(high - low > 1, count_low != k)
 
-    def step(low, high, count_low, count_high, excess_low, excess_high, side, bisect):
+    def step(low, high, count_low, excess_low, excess_high, side, bisect):
         t = guess(low, high, excess_low, excess_high, bisect)
         count = _count(bits >= t)
         enough = count >= k
         excess = ops.cast(count - k, "float32")
         # Illinois: an end kept twice in a row has its excess halved, so the next guess moves past the target
-        new = (ops.where(enough, t, low), ops.where(enough, high, t),
-               ops.where(enough, count, count_low), ops.where(enough, count_high, count),
+        new = (ops.where(enough, t, low), ops.where(enough, high, t), ops.where(enough, count, count_low),
                ops.where(enough, excess, ops.where(side < 0, excess_low / 2, excess_low)),
                ops.where(enough, ops.where(side > 0, excess_high / 2, excess_high), excess),
                ops.where(enough, 1, -1))
         return (*new, ops.logical_and(new[1] - new[0] > (high - low) // 2, ops.logical_not(bisect)))
-    size = int(bits.shape[0])
-    start = (ops.convert_to_tensor(0, "int32"), ops.max(bits) + 1, ops.convert_to_tensor(size, "int32"),
-             ops.convert_to_tensor(0, "int32"), ops.convert_to_tensor(float(size - k), "float32"),
-             ops.convert_to_tensor(float(-k), "float32"), ops.convert_to_tensor(0, "int32"),
-             ops.convert_to_tensor(False))
-    low, _, _, count_high, *_ = ops.while_loop(searching, step, start)
-    return low, count_high
+    if k == 0:
+        return ops.max(bits) + 1, hint
+    low, high, count_low, count_high = _bracket(bits, k, hint)
+    start = (low, high, count_low, ops.cast(count_low - k, "float32"), ops.cast(count_high - k, "float32"),
+             ops.convert_to_tensor(0, "int32"), ops.convert_to_tensor(False))
+    threshold = ops.while_loop(searching, step, start)[0]
+    moved = ops.abs(threshold - ops.where(hint[0] <= 0, threshold, hint[0]))
+    return threshold, ops.stack([threshold, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)])
 
 
-def top_k_indicator(magnitudes, keep: float):
+def top_k_indicator(magnitudes, keep: float, threshold=None):
     """1 for the `kept_count(keep, n)` largest of the non-negative float32 `magnitudes`, else 0 (int32).
 
-    The threshold is found exactly in linear time (`_top_k_threshold`). Ties at the k-th largest value are
+    `threshold` is `top_k_search`'s result, searched here when not given. Ties at the k-th largest value are
     broken by position (the first ones in row-major order are kept), with a bisection over the index, so exactly
     k are kept.
     """
     from keras import ops
     shape, size = magnitudes.shape, int(np.prod(magnitudes.shape))
     k = kept_count(keep, size)
-    if k == 0:
-        return ops.zeros(shape, "int32")
     bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
-    threshold, above = _top_k_threshold(bits, k)
-    needed = k - above
-    ties = ops.equal(bits, threshold)
+    threshold = top_k_search(magnitudes, keep)[0] if threshold is None else threshold
+    at_or_above = bits >= threshold
     index = ops.arange(size, dtype="int32")
 
-    def first_ties():
+    def with_first_ties():
+        ties = ops.equal(bits, threshold)
+        needed = k - _count(bits > threshold)
         last = _largest_with_count(index, 0, max(1, size.bit_length()),
                                    lambda values, j: needed - _count(ops.logical_and(ties, values < j)) - 1)
-        return ops.logical_and(ties, index <= last)
-    at_or_above = bits >= threshold
-    kept = ops.cond(_count(at_or_above) == k, lambda: at_or_above,
-                    lambda: ops.logical_or(bits > threshold, first_ties()))
+        return ops.logical_or(bits > threshold, ops.logical_and(ties, index <= last))
+    kept = ops.cond(_count(at_or_above) == k, lambda: at_or_above, with_first_ties)
     return ops.reshape(ops.cast(kept, "int32"), shape)
 
 
@@ -161,9 +187,10 @@ def top_k_mask(scores, inputs: MaskInputs):
     largest |score|, else 0; the gradient passes straight through to |s| (allenai/hidden-networks,
     utils/conv_type.py: `GetSubnet.apply(self.scores.abs(), k)` returns the gradient unchanged)."""
     from keras import ops
-    magnitudes = ops.abs(scores)
-    hard = ops.cast(top_k_indicator(ops.cast(magnitudes, "float32"), inputs.keep), scores.dtype)
-    return _straight_through(scores, hard, magnitudes)
+    hard = ops.cast(top_k_indicator(ops.abs(ops.cast(scores, "float32")), inputs.keep, inputs.threshold),
+                    scores.dtype)
+    # |s| as s * sign(s) for the gradient: sign(s), 0 at s = 0 on every backend (JAX's abs has slope 1 there)
+    return _straight_through(scores, hard, scores * ops.stop_gradient(ops.sign(scores)))
 
 
 def bernoulli_mask(scores, inputs: MaskInputs):
@@ -225,7 +252,7 @@ class MaskType:
     uniform draws (`bernoulli`: fresh ones every training step, fixed ones for evaluation) or a threshold fixed
     from the initial scores (`signed`)."""
     function: Callable
-    keeps_fraction: bool = False
+    keeps_fraction: bool = False  # and searches its threshold each call, from where the last training call found it
     sampled: bool = False
     thresholded: bool = False
 

@@ -75,28 +75,40 @@ class MaskedLayer(keras.layers.Layer):
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(shape[-1],), initializer=self.bias_initializer,
                                         trainable=self.mask_type is None)
-        self.scores = self.threshold = self.draws = None
+        self.scores = self.threshold = self.draws = self.search_hint = None
         if self.mask_type is None:
             return
-        self.scores = self.add_weight(name="scores", shape=shape, initializer=self.score_initializer, trainable=True)
+        # Read in float32 even under a mixed policy (autocast off): the mask trained with is the one logged,
+        # saved and exported, whatever the compute dtype
+        self.scores = self.add_weight(name="scores", shape=shape, initializer=self.score_initializer, trainable=True,
+                                      autocast=False)
         if self.mask_function.thresholded:
-            initial = float(np.max(np.abs(ops.convert_to_numpy(self.scores))))
             self.threshold = self.add_weight(
-                name="threshold", shape=(), trainable=False,
-                initializer=keras.initializers.Constant(functions.SIGNED_THRESHOLD_FRACTION * initial))
+                name="threshold", shape=(), trainable=False, autocast=False,
+                initializer=lambda shape, dtype=None: functions.SIGNED_THRESHOLD_FRACTION * ops.max(
+                    ops.abs(self.scores)))
         if self.mask_function.sampled:
             self.draws = self.add_weight(name="draws", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        if self.mask_function.keeps_fraction:  # where the last training step found the top-k threshold
+            self.search_hint = self.add_weight(name="search_hint", shape=(2,), dtype="int32", initializer="zeros",
+                                               trainable=False)
 
     def mask_inputs(self, training: bool) -> functions.MaskInputs:
-        """What the mask function needs beside the scores; a training call of a sampled mask counts its draw."""
-        uniforms = None
+        """What the mask function needs beside the scores; a training call of a sampled mask counts its draw, and
+        of a top-k mask keeps where it found its threshold (which saves the next search passes, not values)."""
+        uniforms, threshold = None, self.threshold
         if self.mask_function.sampled:
             draw = 0
             if training:
                 draw = self.draws + 1
                 self.draws.assign(draw)
             uniforms = functions.uniform_noise(tuple(self.scores.shape), self.noise_seed, draw)
-        return functions.MaskInputs(keep=self.keep, threshold=self.threshold, uniforms=uniforms)
+        if self.mask_function.keeps_fraction:
+            magnitudes = ops.abs(ops.cast(self.scores, "float32"))
+            threshold, hint = functions.top_k_search(magnitudes, self.keep, self.search_hint)
+            if training:
+                self.search_hint.assign(hint)
+        return functions.MaskInputs(keep=self.keep, threshold=threshold, uniforms=uniforms)
 
     def mask_at(self, training: bool):
         """m(S) as a training step (`training`) or an evaluation sees it."""
@@ -119,7 +131,7 @@ class MaskedLayer(keras.layers.Layer):
             mask = self.mask_at(bool(training))
             if self.mask_regularizer is not None:
                 self.add_loss(self.mask_regularizer(mask))
-            kernel = kernel * mask
+            kernel = kernel * ops.cast(mask, kernel.dtype)
         outputs = self.apply_kernel(inputs, kernel)
         if self.use_bias:  # as keras.layers.Dense / Conv2D add it, so a converted layer computes the same values
             outputs = ops.add(outputs, ops.reshape(self.bias, (1,) * (len(outputs.shape) - 1) + (-1,)))

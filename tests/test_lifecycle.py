@@ -166,13 +166,15 @@ def test_keras_tensorboard_callback_writes_event_files(tmp_path, mnist_directory
     assert list((tmp_path / "board").rglob("events.out.tfevents.*"))
 
 
-def test_tensorboard_flag_writes_connectivity_summaries(tmp_path, mnist_directory):
+@pytest.mark.parametrize("traintype", ["FreePruning", "SignedSupermask"])
+def test_tensorboard_flag_writes_connectivity_summaries(tmp_path, mnist_directory, traintype):
     tf = pytest.importorskip("tensorflow")
-    assert train(tmp_path, mnist_directory, "--maxepochs", "2", "--seed", "3", "--tensorboard") == 0
+    assert train(tmp_path, mnist_directory, "--maxepochs", "2", "--seed", "3", "--tensorboard",
+                 "--traintype", traintype) == 0
     (events,) = only_run(tmp_path).directory.rglob("events.out.tfevents.*")
     tags = {value.tag for event in tf.compat.v1.train.summary_iterator(str(events)) for value in event.summary.value}
     assert {"epoch/val_accuracy", "epoch/test_loss", "epoch/changed_fraction", "kept_fraction/dense_1",
-            "scores/dense_3"} <= tags
+            "kept_fraction", "scores/dense_3"} <= tags
 
 
 def test_an_unexpected_error_shows_its_traceback_and_marks_the_run_failed(tmp_path, mnist_directory, capsys,

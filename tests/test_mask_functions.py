@@ -147,3 +147,23 @@ def test_signed_supermask_keeps_hides_or_inverts_with_identity_gradient():
     mask, gradient = forward_and_gradient("signed", SCORES, upstream, functions.MaskInputs(threshold=threshold))
     np.testing.assert_array_equal(mask, [-1, 0, 0, 1, 1, 1])
     np.testing.assert_array_equal(gradient, upstream)
+
+
+@pytest.mark.parametrize("hint", ["none", "at the answer", "near", "far above", "far below", "past the largest"])
+def test_top_k_search_is_exact_from_any_previous_threshold(hint):
+    scores = np.random.default_rng(8).standard_normal((300, 100)).astype(np.float32)
+    magnitudes = np.abs(scores)
+    answer = int(np.sort(magnitudes.ravel())[::-1][functions.kept_count(0.3, scores.size) - 1:][:1].view(np.int32)[0])
+    hints = {"none": [0, 0], "at the answer": [answer, 16], "near": [answer + 5000, 64],
+             "far above": [answer + 2**26, 16], "far below": [1, 3], "past the largest": [2**31 - 2, 1]}
+    threshold, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), 0.3,
+                                                  ops.convert_to_tensor(np.array(hints[hint], np.int32)))
+    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), 0.3, threshold))
+    np.testing.assert_array_equal(mask, reference_top_k(scores, 0.3))
+    assert int(np.asarray(next_hint)[0]) == int(np.asarray(threshold)) and int(np.asarray(next_hint)[1]) >= 16
+
+
+def test_top_k_counts_negative_zero_as_zero():
+    scores = np.array([-0.0, 0.0, -0.0, 0.5, -0.25, 0.0], np.float32)
+    mask, _ = forward_and_gradient("topk", scores, np.ones_like(scores), functions.MaskInputs(keep=0.5))
+    np.testing.assert_array_equal(mask, [1, 0, 0, 1, 1, 0])  # the first zero by position

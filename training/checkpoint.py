@@ -67,7 +67,7 @@ def _check_digests(path: Path, arrays: dict[str, np.ndarray], run_id: str, legac
                                  f"has; refusing it")
     try:
         digests = json.loads(str(arrays.pop(DIGESTS_KEY)))
-    except ValueError:
+    except (ValueError, RecursionError):
         digests = None
     if not provenance.is_digest_table(digests):
         raise runlog.RunLogError(f"{path}: {DIGESTS_KEY} is not a table of SHA-256 digests")

@@ -142,7 +142,7 @@ class RunConfig:
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
-        missing = [name for name, item in _FIELDS.items() if name not in data and not item.metadata["optional"]]
+        missing = [name for name in _FIELDS if name not in data and name not in ADDED_SINCE]
         if complete and missing:
             raise ConfigError(f"{source}: missing setting {missing[0]!r}")
         values = {name: data[name] for name in _FIELDS if name in data}
@@ -201,6 +201,8 @@ class RunConfig:
 
 
 _FIELDS = {item.name: item for item in fields(RunConfig)}
+# Settings added after configuration files were first written: a file without them takes their default.
+ADDED_SINCE = ("keep",)
 SETTING_NAMES = tuple(_FIELDS)
 # The settings a run's experiment directory names (SPEC.md section 7; `keep` too, for EdgePopup), in path order.
 DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep")

@@ -71,6 +71,6 @@ class DeferredInterrupt:
 
     def __exit__(self, *exception) -> None:
         for signum, previous in self._previous.items():
-            if previous is not None:  # None: a handler set outside Python, which cannot be put back
-                signal.signal(signum, previous)
+            # None: a handler set outside Python, which cannot be put back; the default then, never a dead handler
+            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
         self._previous = {}

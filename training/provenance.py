@@ -67,7 +67,8 @@ def recorded(record: dict, config_path: Path) -> dict:
 
 def has_digests(record: dict) -> bool:
     """Whether the run recorded digests when it started (runs from before issue 25 did not)."""
-    return "data" in record.get(RECORD_KEY, {})
+    digests = record.get(RECORD_KEY)
+    return isinstance(digests, dict) and "data" in digests
 
 
 def legacy_warning(run_id: str) -> str:

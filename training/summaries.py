@@ -4,10 +4,10 @@ layer's kept (or unflipped) fraction and a histogram of each layer's scores, onc
 Written with `tf.summary`, so importing this module needs TensorFlow, whichever backend trains.
 """
 import keras
-import numpy as np
 import tensorboard  # noqa: F401  (tf.summary writes nothing without it: importing it here fails early)
 import tensorflow as tf
 
+from masks.callbacks import kept_fractions
 from masks.layers import masked_layers
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "changed_fraction")
@@ -28,10 +28,10 @@ class ConnectivitySummaries(keras.callbacks.Callback):
         with self.writer.as_default(step=epoch):
             for name in SCALARS:
                 tf.summary.scalar(f"epoch/{name}", logs[name])
+            for name, fraction in kept_fractions(self.model).items():  # as masks.MaskStatistics logs them
+                tf.summary.scalar(name, fraction)
             for layer in masked_layers(self.model):
                 if layer.scores is not None:
-                    kept = float(np.mean(keras.ops.convert_to_numpy(layer.mask) > 0))
-                    tf.summary.scalar(f"kept_fraction/{layer.name}", kept)
                     tf.summary.histogram(f"scores/{layer.name}", keras.ops.convert_to_numpy(layer.scores))
         self.writer.flush()
 
