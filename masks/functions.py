@@ -234,14 +234,15 @@ def _mix32(x):
 
 
 def uniform_noise(shape: tuple, seed: int, draw):
-    """U[0, 1) values (24 bits) of `shape`, a function of (seed, draw number, position) alone: a counter-based
+    """U[0, 1) values (24 bits each) of `shape`, a function of (seed, draw number, position) alone: a counter-based
     generator, so the supermask's samples are the same on every backend and a resumed run needs no generator
-    state beyond the draw number. `draw` may be a tensor (the layer's counter)."""
+    state beyond the draw number. `draw` may be a tensor (the layer's counter). One hash round per value: on
+    LeNet the draws are a large part of a step (BENCHMARKS.md), and a second round measured 1.8 times slower."""
     from keras import ops
     seed32 = ops.convert_to_tensor(np.array(seed & 0xFFFFFFFF, np.uint32).view(np.int32))
     key = _mix32(ops.bitwise_xor(_mix32(ops.cast(draw, "int32")), seed32))
     index = ops.arange(int(np.prod(shape)), dtype="int32")
-    bits = _mix32(ops.add(_mix32(ops.add(ops.multiply(index, ops.convert_to_tensor(_GOLDEN)), key)), key))
+    bits = _mix32(ops.add(ops.multiply(index, ops.convert_to_tensor(_GOLDEN)), key))
     uniforms = ops.cast(ops.bitwise_and(ops.right_shift(bits, 8), 0xFFFFFF), "float32") * (1.0 / (1 << 24))
     return ops.reshape(uniforms, shape)
 

@@ -105,16 +105,15 @@ def numpy_uniform_noise(shape: tuple, seed: int, draw: int) -> np.ndarray:
         return x ^ (x >> np.uint32(16))
     with np.errstate(over="ignore"):
         key = mix(mix(np.array([draw], np.uint32)) ^ np.uint32(seed))
-        index = np.arange(int(np.prod(shape)), dtype=np.uint32)
-        bits = mix(mix(index * np.uint32(0x9E3779B9) + key) + key)
+        bits = mix(np.arange(int(np.prod(shape)), dtype=np.uint32) * np.uint32(0x9E3779B9) + key)
     return ((bits >> np.uint32(8)).astype(np.float32) / (1 << 24)).reshape(shape)
 
 
-@pytest.mark.parametrize("seed, draw", [(0, 0), (12345, 1), (2**32 - 1, 77)])
-def test_uniform_noise_has_the_same_bits_on_every_backend(seed, draw):
-    noise = np.asarray(functions.uniform_noise((40, 25), seed, draw))
-    np.testing.assert_array_equal(noise, numpy_uniform_noise((40, 25), seed, draw))
-    assert noise.min() >= 0 and noise.max() < 1 and abs(noise.mean() - 0.5) < 0.03
+@pytest.mark.parametrize("seed, draw, shape", [(0, 0, (40, 25)), (12345, 1, (7, 3)), (2**32 - 1, 77, (3, 3, 5, 7))])
+def test_uniform_noise_has_the_same_bits_on_every_backend(seed, draw, shape):
+    noise = np.asarray(functions.uniform_noise(shape, seed, draw))
+    np.testing.assert_array_equal(noise, numpy_uniform_noise(shape, seed, draw))
+    assert noise.min() >= 0 and noise.max() < 1 and (noise.size < 1000 or abs(noise.mean() - 0.5) < 0.03)
 
 
 def test_uniform_noise_differs_between_draws_and_seeds():
