@@ -132,8 +132,7 @@ def summarise(label: str, runs: list[runlog.Run], directory: str = "") -> Row:
                np.array([run.log["testAccuracy"][-1] for run in runs], dtype=float),
                np.array([test_accuracy_at_best_validation(run.log) for run in runs], dtype=float),
                np.array([run.log["changedWeights"][-1] / run.log["totalWeights"] for run in runs], dtype=float),
-               np.array([sum(counts[0] for counts in run.log["remainingWeightsPerLayer"][-1]) / run.log["totalWeights"]
-                         for run in runs], dtype=float),
+               np.array([runlog.flipped_weights(run.log, -1) / run.log["totalWeights"] for run in runs], dtype=float),
                runs[0].config.get("changedMeans", "changed"), float(np.mean(seconds)) if seconds else 0.0,
                directory, tuple(size for size in map(effective_size, runs) if size is not None))
 

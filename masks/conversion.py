@@ -27,6 +27,7 @@ from keras.src.models.functional import Functional
 import initializers
 from initializers import layer_seed
 from initializers.keras_initializer import SeededInitializer
+from masks import functions
 from masks.layers import (KeptFractionReward, MaskedConv2D, MaskedDense, MaskedLayer, standard_layer,
                           standard_weights)
 from training import types as training_types  # plain data, no imports: the training types' names and options
@@ -157,11 +158,10 @@ def convert(model: keras.Model, traintype: str = "FreePruning", weights: str = K
         training_type = training_types.get(traintype)
         options = training_type.layer_options(training_type.resolve_mask_type(masktype),
                                               training_type.resolve_keep(keep))
+        if options["keep"] is not None:
+            functions.checked_keep(options["keep"])
     except ValueError as error:
         raise ValueError(f"masks.convert: {error}") from None
-    if options["keep"] is not None and (isinstance(options["keep"], bool) or not (
-            isinstance(options["keep"], (int, float)) and 0 < options["keep"] <= 1)):
-        raise ValueError(f"masks.convert: keep must be a fraction in (0, 1], not {keep!r}")
     indices = {id(layer): index for index, layer in enumerate(_converted_layers(model))}
 
     def replace(layer):

@@ -64,6 +64,13 @@ def sign_mask(scores, inputs: MaskInputs = NO_INPUTS):
     return _straight_through(scores, ops.sign(scores))
 
 
+def checked_keep(keep) -> float:
+    """`keep` as edge-popup's kept fraction, in (0, 1]; a ValueError for anything else (a bool is no fraction)."""
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        raise ValueError(f"mask type topk needs keep in (0, 1], not {keep!r}")
+    return float(keep)
+
+
 def kept_count(keep: float, size: int) -> int:
     """How many of a layer's `size` weights edge-popup keeps: K x size rounded to the nearest, halves up."""
     return int(math.floor(keep * size + 0.5))

@@ -52,9 +52,8 @@ class MaskedLayer(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.mask_type = mask_type
         self.mask_function = None if mask_type is None else functions.get(mask_type)
-        if self.mask_function is not None and self.mask_function.keeps_fraction and not (keep and 0 < keep <= 1):
-            raise ValueError(f"mask type {mask_type} needs keep in (0, 1], not {keep!r}")
-        self.keep = None if keep is None else float(keep)
+        keeps_fraction = self.mask_function is not None and self.mask_function.keeps_fraction
+        self.keep = functions.checked_keep(keep) if keeps_fraction else None if keep is None else float(keep)
         self.noise_seed = int(noise_seed)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.score_initializer = keras.initializers.get(

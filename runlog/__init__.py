@@ -285,6 +285,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise RunLogError(f"{path}: not a readable .npz file ({error!r})") from None
 
 
+def flipped_weights(log: dict, epoch: int) -> int:
+    """Connections with a negative mask at `epoch` (flipped), from the per-layer counts; `changedWeights` less
+    these are the pruned ones (zero masks)."""
+    return sum(counts[0] for counts in log["remainingWeightsPerLayer"][epoch])
+
+
 def log_csv_text(log: dict) -> str:
     """The per-epoch log as CSV: one row per epoch, the per-layer counts as `<layer>_<count>` columns."""
     layers = log.get("layerNames") or [f"layer{i + 1}" for i in range(len(log["remainingWeightsPerLayer"][0]))]

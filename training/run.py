@@ -110,9 +110,9 @@ def changed_text(log: dict, epoch: int, changed_means: str) -> str:
     total = log["totalWeights"]
     if changed_means == "none":
         return ""
-    if changed_means == "pruned and flipped":  # from the per-layer counts of negative and zero masks
-        negative, zero = np.sum(np.array(log["remainingWeightsPerLayer"][epoch])[:, :2], axis=0)
-        return f"pruned {zero / total:7.2%} flipped {negative / total:7.2%}  "
+    if changed_means == "pruned and flipped":
+        flipped = runlog.flipped_weights(log, epoch)
+        return f"pruned {(log['changedWeights'][epoch] - flipped) / total:7.2%} flipped {flipped / total:7.2%}  "
     return f"{changed_means} {log['changedWeights'][epoch] / total:7.2%}  "
 
 
