@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         if metadata["choices"] is not None:
             parser.add_argument(f"--{item.name}", choices=metadata["choices"](), help=help_text,
                                 default=argparse.SUPPRESS)
+        elif metadata["parse"] is bool:  # --augment / --no-augment
+            parser.add_argument(f"--{item.name}", action=argparse.BooleanOptionalAction, help=metadata["help"],
+                                default=argparse.SUPPRESS)
         else:
             parser.add_argument(f"--{item.name}", type=value_parser(item.name, metadata["parse"]), help=help_text,
                                 default=argparse.SUPPRESS)
@@ -98,7 +101,7 @@ def resolve_run(args: argparse.Namespace):
         if "maxepochs" in given:
             settings = replace(settings, maxepochs=given["maxepochs"])
         return settings, record, files
-    settings = RunConfig(**given).resolved("command line")
+    settings = RunConfig.from_dict(given, "command line")  # the network's recipe for what is not given
     datasets.resolve_data_directory(settings.datadir)
     record = new_record(settings)
     settings = RunConfig.from_dict(record, "command line")

@@ -25,7 +25,7 @@ from typing import Callable
 
 import runlog
 from training import types as training_types
-from training.config import DIRECTORY_SETTINGS, SETTING_NAMES, ConfigError, RunConfig, default
+from training.config import DIRECTORY_SETTINGS, SETTING_NAMES, ConfigError, RunConfig, default, network_recipe
 
 STUDY_DIRECTORY = Path(__file__).resolve().parent
 REPO_ROOT = STUDY_DIRECTORY.parent
@@ -169,8 +169,11 @@ def plot_groups_of(path: Path, plots: list, grid: dict) -> dict[str, dict[str, l
 
 
 def setting(point: dict, key: str):
-    """A run's setting: the study's value, else RunConfig's default (a `dataset` of None: the network's own)."""
-    return point.get(key, default(key))
+    """A run's setting: the study's value, else the network's recipe, else RunConfig's default (a `dataset` of
+    None: the network's own)."""
+    if key in point:
+        return point[key]
+    return network_recipe(point.get("nettype", default("nettype"))).get(key, default(key))
 
 
 def resolved(point: dict) -> dict:
@@ -181,10 +184,7 @@ def resolved(point: dict) -> dict:
 
 def experiment_directory(point: dict, outputpath: Path) -> Path:
     """Where MaskTrainer writes this run (SPEC.md section 7)."""
-    p = resolved(point)
-    return runlog.experiment_directory(outputpath, p["traintype"], setting(p, "nettype"), setting(p, "p1"),
-                                       p["masktype"], setting(p, "activation"), setting(p, "initializer"),
-                                       setting(p, "lr"), p["keep"])
+    return RunConfig.from_dict(dict(point, outputpath=str(outputpath)), "study").experiment_directory()
 
 
 def matches(config: dict, point: dict) -> bool:

@@ -4,7 +4,8 @@ A network is a small function from an input tensor and a layer factory (`network
 the output tensor; Keras infers every shape. Written only over the factory, the architectures and the registry
 load without Keras, so the command line lists and checks the networks quickly; `build` loads Keras.
 """
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
@@ -33,11 +34,15 @@ def conv_net(x, layers, num_classes: int, block_filters: tuple[int, ...]):
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """A registered network: its builder, the dataset it is trained on by default, and whether it convolves
-    (the training backends choose XLA and steps per compiled call by it, as measured in BENCHMARKS.md)."""
+    """A registered network: its builder, the dataset it is trained on by default, whether it convolves (the
+    training backends choose XLA and steps per compiled call by it, as measured in BENCHMARKS.md), whether it
+    has BatchNorm (so `--batchnorm` applies), and the run settings whose defaults differ from the paper's for it
+    (`recipe`, keyed by `training.config.RunConfig` field names)."""
     builder: Callable
     default_dataset: str
     convolutional: bool
+    batchnorm: bool = False
+    recipe: Mapping[str, object] = field(default_factory=dict)
 
 
 NETWORKS: dict[str, NetworkSpec] = {
@@ -46,6 +51,11 @@ NETWORKS: dict[str, NetworkSpec] = {
     "Conv4": NetworkSpec(partial(conv_net, block_filters=(64, 128)), "cifar10", convolutional=True),
     "Conv6": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256)), "cifar10", convolutional=True),
 }
+
+
+def with_batchnorm() -> list[str]:
+    """The networks that have BatchNorm layers."""
+    return [name for name, spec in NETWORKS.items() if spec.batchnorm]
 
 
 def get(name: str) -> NetworkSpec:

@@ -17,6 +17,7 @@ import secrets
 import stat
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +50,14 @@ def format_number(value: float) -> str:
 
 
 def experiment_directory(outputpath: str | Path, traintype: str, nettype: str, p1: float, masktype: str,
-                         activation: str, initializer: str, lr: float, keep: float | None = None) -> Path:
+                         activation: str, initializer: str, lr: float, keep: float | None = None,
+                         recipe_tags: Sequence[str] = ()) -> Path:
     """`<outputpath>/<traintype>/<nettype>/P1_<p1>/<masktype>_<activation>_<initializer>_LR<lr>/`; an EdgePopup
-    run's mask type is followed by its kept fraction (`topk_K0.5_...`), so runs of different K never share one."""
+    run's mask type is followed by its kept fraction (`topk_K0.5_...`), so runs of different K never share one,
+    and a recipe other than the paper's adds its tags at the end (`..._LR0.1_sgd_M0.9_WD0.0001_cosine_aug`)."""
     kept = "" if keep is None else f"_K{format_number(keep)}"
     return (Path(outputpath) / traintype / nettype / f"P1_{format_number(p1)}"
-            / f"{masktype}{kept}_{activation}_{initializer}_LR{format_number(lr)}")
+            / "_".join([f"{masktype}{kept}_{activation}_{initializer}_LR{format_number(lr)}", *recipe_tags]))
 
 
 def new_run_id() -> str:

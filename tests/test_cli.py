@@ -39,6 +39,13 @@ BAD_ARGUMENTS = {
                            "--keep is only for EdgePopup, not --traintype Supermask"),
     "rival with the paper's mask": (["--traintype", "EdgePopup", "--masktype", "mask"],
                                     "--masktype mask does not fit --traintype EdgePopup"),
+    "unknown optimizer": (["--optimizer", "rmsprop"], "invalid choice: 'rmsprop'"),
+    "momentum of one": (["--optimizer", "sgd", "--momentum", "1"], "1 is not a momentum in [0, 1)"),
+    "momentum for Adam": (["--momentum", "0.9"], "--momentum is for --optimizer sgd, not adam"),
+    "negative weight decay": (["--weightdecay=-1e-4"], "-1e-4 is not a non-negative number"),
+    "unknown schedule": (["--lrschedule", "linear"], "invalid choice: 'linear'"),
+    "augment with a value": (["--augment=yes"], "ignored explicit argument 'yes'"),
+    "batchnorm without BatchNorm": (["--batchnorm", "frozen"], "--batchnorm is for networks with BatchNorm"),
 }
 
 

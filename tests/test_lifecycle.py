@@ -238,7 +238,7 @@ def test_a_default_changed_in_run_config_is_seen_everywhere(tmp_path):
     copy = tmp_path / "repo"
     shutil.copytree(REPO_ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "Outputs", "__pycache__", ".data"))
     config = copy / "training" / "config.py"
-    config.write_text(config.read_text().replace('setting(1e-3, "Adam learning rate"', 'setting(0.003, "Adam learning rate"'))
+    config.write_text(config.read_text().replace('setting(1e-3, "learning rate', 'setting(0.003, "learning rate'))
     check = ("import MaskTrainer, Plotter, experiments\n"
              "args = MaskTrainer.build_parser().parse_args([])\n"
              "assert MaskTrainer.resolve_run(args)[0].lr == 0.003\n"

@@ -69,10 +69,18 @@ def test_nan_loss_stops_the_run_and_says_why(tmp_path, mnist_directory, capsys):
     assert len(log["testAccuracy"]) == 1  # epoch 0 only; no record with NaN in it
 
 
-@pytest.mark.parametrize("traintype", ["MinPruning", "Supermask"])  # Supermask: its draw counter is state too
-def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory, traintype):
-    flags = [*SLICE, "--maxepochs", "4", "--seed", "3", "--traintype", traintype,
-             "--datadir", str(mnist_directory)]
+KILLED_RUNS = {
+    "MinPruning": ["--traintype", "MinPruning"],
+    "Supermask": ["--traintype", "Supermask"],  # its draw counter is state too
+    # the rate of each epoch, SGD's momentum and the epoch's augmentation must all continue exactly
+    "recipe": ["--traintype", "MinPruning", "--optimizer", "sgd", "--momentum", "0.9", "--weightdecay", "0.0001",
+               "--lrschedule", "steps", "--augment", "--lr", "0.1"],
+}
+
+
+@pytest.mark.parametrize("case", list(KILLED_RUNS))
+def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory, case):
+    flags = [*SLICE, "--maxepochs", "4", "--seed", "3", *KILLED_RUNS[case], "--datadir", str(mnist_directory)]
     reference = trainer_process(*flags, "--outputpath", str(tmp_path / "reference"))
     killed = trainer_process(*flags, "--outputpath", str(tmp_path / "killed"))
     for line in killed.stdout:  # the line is printed after the epoch's log and checkpoint are written

@@ -69,6 +69,18 @@ def probability(value) -> str | None:
     return None if _is_number(value) and 0 <= value <= 1 else "a probability in [0, 1]"
 
 
+def non_negative(value) -> str | None:
+    return None if _is_number(value) and value >= 0 else "a non-negative number"
+
+
+def momentum_value(value) -> str | None:
+    return None if _is_number(value) and 0 <= value < 1 else "a momentum in [0, 1)"
+
+
+def switch(value) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
 def kept_fraction(value) -> str | None:
     return None if _is_number(value) and 0 < value <= 1 else "a fraction in (0, 1]"
 
@@ -102,7 +114,8 @@ class RunConfig:
     maxepochs: int = setting(20, "epochs to train", check=positive_integer, parse=int)
     seed: int = setting(0, "0 draws a fresh seed and records it", check=seed_value, parse=int)
     p1: float = setting(0.5, "probability of a positive weight (heconstant, binary)", check=probability, parse=float)
-    lr: float = setting(1e-3, "Adam learning rate", check=positive_number, parse=float)
+    lr: float = setting(1e-3, "learning rate (the first epoch's, under a schedule)", check=positive_number,
+                        parse=float)
     outputpath: str = setting("Outputs", "root of the results tree", check=text)
     dataset: str | None = setting(None, "default: mnist for LeNet, cifar10 for ConvN", choices=_dataset_names,
                                   optional=True)
@@ -117,6 +130,20 @@ class RunConfig:
     keep: float | None = setting(None, f"EdgePopup only: the fraction K of each layer's weights kept, in (0, 1] "
                                        f"(default {training_types.get('EdgePopup').default_keep})",
                                  check=kept_fraction, parse=float, optional=True)
+    # The training recipe (README, "Training recipes"): the paper's Adam at a constant rate unless a network's
+    # registry entry (`networks.NetworkSpec.recipe`) or the user asks otherwise.
+    optimizer: str = setting("adam", "adam or sgd", choices=lambda: ["adam", "sgd"])
+    momentum: float = setting(0.0, "SGD momentum, in [0, 1)", check=momentum_value, parse=float)
+    weightdecay: float = setting(0.0, "L2 penalty on every trained variable: its gradient gains weightdecay x value",
+                                 check=non_negative, parse=float)
+    lrschedule: str = setting("constant", "learning rate per epoch: constant, cosine (towards 0 at maxepochs) or "
+                                          "steps (the Keras ResNet example's, scaled to maxepochs)",
+                              choices=lambda: ["constant", "cosine", "steps"])
+    augment: bool = setting(False, "random translations by up to 4 pixels and horizontal flips of the training "
+                                   "images, drawn from (seed, epoch)", check=switch, parse=bool)
+    batchnorm: str | None = setting(None, "networks with BatchNorm: trainable (gamma and beta learned) or frozen "
+                                          "(no affine parameters); default trainable",
+                                    choices=lambda: ["trainable", "frozen"], optional=True)
 
     @staticmethod
     def problem(name: str, value) -> str | None:
@@ -136,9 +163,10 @@ class RunConfig:
     def from_dict(cls, data: dict, source: str, complete: bool = False) -> "RunConfig":
         """The settings among `data`'s keys (others, such as the recorded seed and status, are ignored).
 
-        `complete`: every setting must be present (a configuration file), but for optional ones added since
-        (a file written before `keep` existed has none); else missing ones take defaults (a study's grid point).
-        Each value is checked (`problem`); ConfigError names `source` and the setting.
+        `complete`: every setting must be present (a configuration file), but for those added since (a file
+        written before `keep` existed has none); else missing ones take the network's recipe, then the defaults
+        (the command line, a study's grid point). Each value is checked (`problem`); ConfigError names `source`
+        and the setting.
         """
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
@@ -152,18 +180,29 @@ class RunConfig:
             reason = cls.problem(name, value)
             if reason:
                 raise ConfigError(f"{source}: {name} {value!r} is {reason}")
+        if not complete:
+            values = {**network_recipe(values.get("nettype", default("nettype"))), **values}
         return cls(**values).resolved(source)
 
     def resolved(self, source: str = "settings") -> "RunConfig":
-        """Canonical training-type name, the mask type it implies and EdgePopup's default `keep`; ConfigError when
-        the mask type does not fit, or `keep` is given to a type that keeps no fixed fraction."""
+        """Canonical training-type name, the mask type it implies, EdgePopup's default `keep` and the BatchNorm
+        mode of a network that has BatchNorm; ConfigError when the mask type does not fit, `keep` is given to a
+        type that keeps no fixed fraction, `batchnorm` to a network without BatchNorm or momentum to Adam."""
+        import networks
         training_type = training_types.get(self.traintype)
         try:
             masktype = training_type.resolve_mask_type(self.masktype)
             keep = training_type.resolve_keep(self.keep)
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
-        return replace(self, traintype=training_type.name, masktype=masktype, keep=keep)
+        has_batchnorm = networks.get(self.nettype).batchnorm
+        if self.batchnorm is not None and not has_batchnorm:
+            raise ConfigError(f"{source}: --batchnorm is for networks with BatchNorm "
+                              f"({', '.join(networks.with_batchnorm())}), not --nettype {self.nettype}")
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(f"{source}: --momentum is for --optimizer sgd, not {self.optimizer}")
+        batchnorm = (self.batchnorm or "trainable") if has_batchnorm else None
+        return replace(self, traintype=training_type.name, masktype=masktype, keep=keep, batchnorm=batchnorm)
 
     @property
     def training_type(self) -> training_types.TrainingType:
@@ -184,15 +223,27 @@ class RunConfig:
         config = self.resolved()
         return runlog.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
                                            config.masktype, config.activation, config.initializer, config.lr,
-                                           config.keep)
+                                           config.keep, config.recipe_tags())
+
+    def recipe_tags(self) -> list[str]:
+        """The recipe settings that differ from the paper's (Adam, constant rate, no augmentation, BatchNorm
+        trained), for the directory name: runs of another recipe never share an experiment directory."""
+        tags = [] if self.optimizer == default("optimizer") else [self.optimizer]
+        tags += [f"M{runlog.format_number(self.momentum)}"] if self.momentum else []
+        tags += [f"WD{runlog.format_number(self.weightdecay)}"] if self.weightdecay else []
+        tags += [] if self.lrschedule == default("lrschedule") else [self.lrschedule]
+        tags += ["aug"] if self.augment else []
+        return tags + (["BNfrozen"] if self.batchnorm == "frozen" else [])
 
     def identity(self) -> dict:
         """The settings that make two runs the same experiment: all but where the files are, how the loop was
         compiled, and how many epochs were asked for (a finished run can be extended). A setting that does not
-        apply (`keep` but for EdgePopup) is left out, so the identity of a run recorded before it existed holds."""
+        apply (`keep` but for EdgePopup, `batchnorm` without BatchNorm), or one added since that is at its
+        default, is left out, so the identity of a run recorded before it existed holds."""
         config = replace(self.resolved(), dataset=self.dataset_name())
         return {name: value for name, value in config.to_dict().items()
-                if name not in ("outputpath", "datadir", "jit", "maxepochs") and not (name == "keep" and value is None)}
+                if name not in ("outputpath", "datadir", "jit", "maxepochs")
+                and not (name in ADDED_SINCE and value == default(name))}
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
@@ -202,12 +253,19 @@ class RunConfig:
 
 _FIELDS = {item.name: item for item in fields(RunConfig)}
 # Settings added after configuration files were first written: a file without them takes their default.
-ADDED_SINCE = ("keep",)
+ADDED_SINCE = ("keep", "optimizer", "momentum", "weightdecay", "lrschedule", "augment", "batchnorm")
 SETTING_NAMES = tuple(_FIELDS)
 # The settings a run's experiment directory names (SPEC.md section 7; `keep` too, for EdgePopup), in path order.
-DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep")
+DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep", "optimizer",
+                      "momentum", "weightdecay", "lrschedule", "augment", "batchnorm")
 
 
 def default(name: str):
-    """The default of setting `name`."""
+    """The default of setting `name` (before a network's recipe: `network_recipe`)."""
     return _FIELDS[name].default
+
+
+def network_recipe(nettype: str) -> dict:
+    """The settings whose defaults network `nettype` changes (its registry entry's recipe; {} if unknown)."""
+    import networks
+    return dict(networks.NETWORKS[nettype].recipe) if nettype in networks.NETWORKS else {}

@@ -23,7 +23,7 @@ import initializers
 import networks
 import runlog
 from masks.layers import masked_layers
-from training import backends, checkpoint, provenance, statistics
+from training import backends, checkpoint, provenance, recipe, statistics
 from training.config import ConfigError, RunConfig
 from training.interrupts import DeferredInterrupt
 
@@ -153,14 +153,15 @@ class Run:
         record.update(datasetSource=source, datasetSizes=self.data.sizes())
         training_type = settings.training_type
         network = networks.get(settings.nettype)
+        batchnorm = {"batchnorm": settings.batchnorm} if network.batchnorm else {}
         self.model = networks.build(
             settings.nettype, self.data.x_train.shape[1:], activation=settings.activation,
             initializer=settings.initializer, p1=settings.p1, seed=settings.seed,
-            **training_type.layer_options(settings.masktype, settings.keep))
+            **training_type.layer_options(settings.masktype, settings.keep), **batchnorm)
         check_precision(settings, self.model)
         # Named explicitly: Keras numbers unnamed optimizers per process (adam_2, ...), and the checkpoint keys
         # are variable paths, which start with the optimizer's name.
-        self.optimizer = keras.optimizers.Adam(learning_rate=settings.lr, name="adam")
+        self.optimizer = recipe.make_optimizer(settings.optimizer, settings.lr, settings.momentum)
         if settings.precision == "mixed_float16":  # float16 gradients underflow without loss scaling
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         # The model carries its optimizer, as under `fit`: callbacks read it, and the saved model includes it.
@@ -168,7 +169,8 @@ class Run:
         record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))  # kept on resume
         self.steps = self.backend.Steps(
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
-            record["jitCompiled"], self.backend.steps_per_call(record["jitCompiled"], network.convolutional))
+            record["jitCompiled"], self.backend.steps_per_call(record["jitCompiled"], network.convolutional),
+            settings.weightdecay)
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
         self.interrupt = DeferredInterrupt()
         self.restored = self.restore()
@@ -249,15 +251,20 @@ class Run:
                 f"{changed}{log['epochSeconds'][epoch]:.1f} s")
 
     def train_epoch(self, epoch: int) -> float:
-        """Train one epoch; returns its seconds (the training pass only)."""
-        order = epoch_order(self.settings.seed, epoch, len(self.data.y_train))
+        """Train one epoch at its learning rate, on its augmentation if asked; returns its seconds (the training
+        pass only)."""
+        settings = self.settings
+        order = epoch_order(settings.seed, epoch, len(self.data.y_train))
+        augmentation = recipe.augmentation_draws(settings.seed, epoch, len(order)) if settings.augment else None
+        self.optimizer.learning_rate = recipe.learning_rate(settings.lrschedule, settings.lr, epoch,
+                                                            settings.maxepochs)
         progress = None
         if self.verbose:
             bar = keras.utils.Progbar(-(-len(order) // self.settings.batchsize), stateful_metrics=["loss"])
             progress = lambda steps, loss: bar.update(steps, [("loss", loss)])  # noqa: E731
-        self.steps.compile(order)
+        self.steps.compile(order, augmentation)
         start = time.perf_counter()
-        mean_loss = self.steps.train_epoch(order, progress, between_calls=self.interrupt.check)
+        mean_loss = self.steps.train_epoch(order, augmentation, progress, between_calls=self.interrupt.check)
         seconds = time.perf_counter() - start
         if not math.isfinite(mean_loss):
             raise RunFailed(f"loss became {mean_loss} during epoch {epoch}")

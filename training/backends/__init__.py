@@ -88,13 +88,16 @@ class CompiledSteps(ABC):
     An epoch is a list of compiled calls, each running `steps_per_call` optimizer steps on batches gathered
     from the training set held on the device; the losses are summed on the device and read once at the end
     of the epoch, so the host waits nowhere inside it. `compile` compiles ahead of the timed epoch and leaves
-    every variable as it was; after `train_epoch` the Keras variables hold the new state.
+    every variable as it was; after `train_epoch` the Keras variables hold the new state. The loss minimised is
+    the cross-entropy, the layers' added losses and `weight_decay`'s penalty (`training.recipe.weight_penalty`);
+    an epoch's `augmentation` draws (`training.recipe.augmentation_draws`), when given, move each batch's images
+    inside the step.
     """
 
     def __init__(self, model, optimizer, x_train: np.ndarray, y_train: np.ndarray, batch_size: int, jit: bool,
-                 steps_per_call: int):
+                 steps_per_call: int, weight_decay: float = 0.0):
         self.model, self.optimizer, self.batch_size, self.jit = model, optimizer, batch_size, jit
-        self.steps_per_call = steps_per_call
+        self.steps_per_call, self.weight_decay = steps_per_call, weight_decay
         optimizer.build(model.trainable_variables)
 
     def batches(self, order: np.ndarray) -> list[np.ndarray]:
@@ -111,11 +114,12 @@ class CompiledSteps(ABC):
                 for start in range(0, len(part), self.steps_per_call)]
 
     @abstractmethod
-    def compile(self, order: np.ndarray) -> None:
+    def compile(self, order: np.ndarray, augmentation: np.ndarray | None = None) -> None:
         """Compile the training calls for this epoch's shapes, leaving every variable as it was."""
 
     @abstractmethod
-    def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None,
+    def train_epoch(self, order: np.ndarray, augmentation: np.ndarray | None = None,
+                    on_progress: Callable[[int, float], None] | None = None,
                     between_calls: Callable[[], None] | None = None) -> float:
         """One pass over the training images in `order`; returns the mean cross-entropy of its batches.
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from training import recipe
 from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "jax"
@@ -50,15 +51,15 @@ def steps_per_call(jit: bool, convolutional: bool) -> int:
 class Steps(CompiledSteps):
     """Compiled with `jax.jit`; within an epoch the state is a pytree of arrays handed from call to call."""
 
-    def __init__(self, model, optimizer, x_train, y_train, batch_size, jit, steps_per_call):
-        super().__init__(model, optimizer, x_train, y_train, batch_size, jit, steps_per_call)
+    def __init__(self, model, optimizer, x_train, y_train, batch_size, jit, steps_per_call, weight_decay=0.0):
+        super().__init__(model, optimizer, x_train, y_train, batch_size, jit, steps_per_call, weight_decay)
         self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)
         self._loss_scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
         donate = (0,) if device() != "CPU" else ()  # the CPU client cannot reuse donated buffers
         self._train_calls = jax.jit(self._train_calls_python, donate_argnums=donate) if jit \
             else self._train_calls_python
         self._evaluate_batch = jax.jit(self._evaluate_batch_python) if jit else self._evaluate_batch_python
-        self._compiled: dict[tuple[int, int], Callable] = {}
+        self._compiled: dict[tuple[tuple[int, int], bool], Callable] = {}  # (index rows, augmented) -> call
 
     def _variables(self) -> tuple[list, list, list]:
         return self.model.trainable_variables, self.model.non_trainable_variables, self.optimizer.variables
@@ -76,30 +77,35 @@ class Steps(CompiledSteps):
         probabilities, non_trainable, added = self.model.stateless_call(
             trainable, non_trainable, x, training=True, return_losses=True)
         cross_entropy = jnp.mean(keras.losses.sparse_categorical_crossentropy(y, probabilities.astype("float32")))
+        if self.weight_decay:
+            added = [*added, recipe.weight_penalty(trainable, self.weight_decay)]
         loss = cross_entropy + sum(added) if added else cross_entropy
         if self._loss_scaled:
             with keras.StatelessScope(state_mapping=list(zip(self.optimizer.variables, optimizer_values))):
                 loss = self.optimizer.scale_loss(loss)
         return loss, (cross_entropy, non_trainable)
 
-    def _train_step(self, state, x, y):
+    def _train_step(self, state, x_train, y_train, augmentation, indices):
+        x, y = x_train[indices], y_train[indices]
+        if augmentation is not None:
+            x = recipe.augment(x, augmentation[indices])
         trainable, non_trainable, optimizer_values = state
         gradients, (cross_entropy, non_trainable) = jax.grad(self._loss, has_aux=True)(
             trainable, non_trainable, optimizer_values, x, y)
         trainable, optimizer_values = self.optimizer.stateless_apply(optimizer_values, gradients, trainable)
         return (trainable, non_trainable, optimizer_values), cross_entropy
 
-    def _train_calls_python(self, state, x_train, y_train, batches):
+    def _train_calls_python(self, state, x_train, y_train, augmentation, batches):
         """One step per row of `batches`; returns the new state and the summed batch cross-entropies.
 
         The number of rows is part of the traced shape, so a one-row call is traced without a loop.
         """
         if batches.shape[0] == 1:
-            return self._train_step(state, x_train[batches[0]], y_train[batches[0]])
+            return self._train_step(state, x_train, y_train, augmentation, batches[0])
 
         def step(carry, indices):
             state, loss_sum = carry
-            state, cross_entropy = self._train_step(state, x_train[indices], y_train[indices])
+            state, cross_entropy = self._train_step(state, x_train, y_train, augmentation, indices)
             return (state, loss_sum + cross_entropy), None
 
         (state, loss_sum), _ = jax.lax.scan(step, (state, jnp.float32(0.0)), batches)
@@ -112,28 +118,32 @@ class Steps(CompiledSteps):
         correct = jnp.sum((jnp.argmax(probabilities, axis=-1) == y).astype("float32"))
         return loss_sum, correct
 
-    def _call_for(self, shape: tuple[int, int], state) -> Callable:
+    def _call_for(self, shape: tuple[int, int], state, augmentation) -> Callable:
         """The compiled call for `shape` index rows, compiled from the state's shapes (no values are read)."""
-        if shape not in self._compiled:
+        key = (shape, augmentation is not None)
+        if key not in self._compiled:
             abstract = jax.tree.map(lambda value: jax.ShapeDtypeStruct(value.shape, value.dtype), state)
-            self._compiled[shape] = self._train_calls.lower(
-                abstract, self.x_train, self.y_train, jax.ShapeDtypeStruct(shape, jnp.int32)).compile() \
+            self._compiled[key] = self._train_calls.lower(
+                abstract, self.x_train, self.y_train, augmentation, jax.ShapeDtypeStruct(shape, jnp.int32)).compile() \
                 if self.jit else self._train_calls
-        return self._compiled[shape]
+        return self._compiled[key]
 
-    def compile(self, order: np.ndarray) -> None:
+    def compile(self, order: np.ndarray, augmentation: np.ndarray | None = None) -> None:
         """Ahead-of-time compilation: nothing runs, so no variable changes."""
         state = self._read_state()
+        augmentation = None if augmentation is None else jnp.asarray(augmentation)
         for call in self.calls(order):
-            self._call_for(call.shape, state)
+            self._call_for(call.shape, state, augmentation)
 
-    def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None,
+    def train_epoch(self, order: np.ndarray, augmentation: np.ndarray | None = None,
+                    on_progress: Callable[[int, float], None] | None = None,
                     between_calls: Callable[[], None] | None = None) -> float:
         state, loss_sum, steps_done = self._read_state(), jnp.float32(0.0), 0
+        augmentation = None if augmentation is None else jnp.asarray(augmentation)
         try:
             for call in self.calls(order):
-                state, call_loss = self._call_for(call.shape, state)(state, self.x_train, self.y_train,
-                                                                     jnp.asarray(call))
+                state, call_loss = self._call_for(call.shape, state, augmentation)(
+                    state, self.x_train, self.y_train, augmentation, jnp.asarray(call))
                 loss_sum += call_loss
                 steps_done += len(call)
                 if on_progress is not None:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training import recipe
 from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "tensorflow"
@@ -47,15 +48,15 @@ def steps_per_call(jit: bool, convolutional: bool) -> int:
 class Steps(CompiledSteps):
     """Compiled with `tf.function`; the state lives in the Keras variables throughout."""
 
-    def __init__(self, model, optimizer, x_train, y_train, batch_size, jit, steps_per_call):
-        super().__init__(model, optimizer, x_train, y_train, batch_size, jit, steps_per_call)
+    def __init__(self, model, optimizer, x_train, y_train, batch_size, jit, steps_per_call, weight_decay=0.0):
+        super().__init__(model, optimizer, x_train, y_train, batch_size, jit, steps_per_call, weight_decay)
         self.x_train = tf.convert_to_tensor(x_train)
         self.y_train = tf.convert_to_tensor(y_train)
-        self._compiled_shapes: set[tuple[int, int]] = set()
+        self._compiled_shapes: set[tuple[tuple[int, int], bool]] = set()  # (index rows, augmented)
         self._train_steps = tf.function(self._train_steps_python, jit_compile=jit)
         self._evaluate_batch = tf.function(self._evaluate_batch_python, jit_compile=jit, reduce_retracing=True)
 
-    def _train_step(self, indices):
+    def _train_step(self, indices, augmentation):
         """One optimizer step on the training images at `indices`; returns the batch's cross-entropy.
 
         The step minimises the cross-entropy plus every loss the layers added (the Min* term). It reports
@@ -63,27 +64,31 @@ class Steps(CompiledSteps):
         value, so XLA then drops that reduction, which cost a LeNet Min* step a fifth of its time.
         """
         x, y = tf.gather(self.x_train, indices), tf.gather(self.y_train, indices)
+        if augmentation is not None:
+            x = recipe.augment(x, tf.gather(augmentation, indices))
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             probabilities = tf.cast(self.model(x, training=True), tf.float32)
             cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probabilities))
-            added = self.model.losses
+            added = self.model.losses + ([recipe.weight_penalty(variables, self.weight_decay)]
+                                         if self.weight_decay else [])
             loss = (cross_entropy + tf.add_n(added)) if added else cross_entropy
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 loss = self.optimizer.scale_loss(loss)
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return cross_entropy
 
-    def _train_steps_python(self, batches):
+    def _train_steps_python(self, batches, augmentation):
         """One optimizer step per row of `batches` (indices); returns the summed batch cross-entropies.
 
         The number of rows is part of the traced shape, so a one-row call is traced without a loop.
         """
         if batches.shape[0] == 1:
-            return self._train_step(batches[0])
-        _, loss_sum = tf.while_loop(lambda i, _: i < batches.shape[0],
-                                    lambda i, loss_sum: (i + 1, loss_sum + self._train_step(batches[i])),
-                                    (tf.constant(0), tf.constant(0.0)))
+            return self._train_step(batches[0], augmentation)
+        _, loss_sum = tf.while_loop(
+            lambda i, _: i < batches.shape[0],
+            lambda i, loss_sum: (i + 1, loss_sum + self._train_step(batches[i], augmentation)),
+            (tf.constant(0), tf.constant(0.0)))
         return loss_sum
 
     def _evaluate_batch_python(self, x, y):
@@ -93,26 +98,29 @@ class Steps(CompiledSteps):
                                         tf.float32))
         return loss_sum, correct
 
-    def compile(self, order: np.ndarray) -> None:
+    def compile(self, order: np.ndarray, augmentation: np.ndarray | None = None) -> None:
         """XLA compiles a function when it first runs, so each new shape runs once on a snapshot of the model
         and optimizer variables, which is then restored exactly."""
+        augmented = augmentation is not None
         shapes = [shape for shape in dict.fromkeys(call.shape for call in self.calls(order))
-                  if shape not in self._compiled_shapes]
+                  if (shape, augmented) not in self._compiled_shapes]
         if not shapes:
             return
         variables = self.model.weights + self.optimizer.variables
         snapshot = [variable.numpy() for variable in variables]
         for shape in shapes:
-            self._train_steps(tf.zeros(shape, tf.int32))
-            self._compiled_shapes.add(shape)
+            self._train_steps(tf.zeros(shape, tf.int32), tf.constant(augmentation) if augmented else None)
+            self._compiled_shapes.add((shape, augmented))
         for variable, value in zip(variables, snapshot):
             variable.assign(value)
 
-    def train_epoch(self, order: np.ndarray, on_progress: Callable[[int, float], None] | None = None,
+    def train_epoch(self, order: np.ndarray, augmentation: np.ndarray | None = None,
+                    on_progress: Callable[[int, float], None] | None = None,
                     between_calls: Callable[[], None] | None = None) -> float:
         loss_sum, steps_done = tf.constant(0.0), 0
+        augmentation = None if augmentation is None else tf.constant(augmentation)
         for call in self.calls(order):
-            loss_sum += self._train_steps(tf.constant(call))
+            loss_sum += self._train_steps(tf.constant(call), augmentation)
             steps_done += len(call)
             if on_progress is not None:
                 on_progress(steps_done, float(loss_sum) / steps_done)
