@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-CLAIM_ENV = "MASKTRAINER_CLAIM"
 STALE_AFTER = 600.0  # seconds without a refresh after which a claim is abandoned (`--stale-after`)
 MAX_PID = 2**22  # Linux's largest pid_max
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-import runlog
-from training import types as training_types
+from settings import identity as run_identity, types as training_types
+from settings.identity import DIRECTORY_SETTINGS, NOT_IDENTITY
 
 
 class ConfigError(ValueError):
@@ -77,7 +77,7 @@ def seed_value(value) -> str | None:
     return None if _is_int(value) and 0 <= value < 2**31 else "a seed in [0, 2^31)"
 
 
-def text(value) -> str | None:
+def nonempty_text(value) -> str | None:
     return None if isinstance(value, str) and value else "a non-empty string"
 
 
@@ -103,11 +103,11 @@ class RunConfig:
     seed: int = setting(0, "0 draws a fresh seed and records it", check=seed_value, parse=int)
     p1: float = setting(0.5, "probability of a positive weight (heconstant, binary)", check=probability, parse=float)
     lr: float = setting(1e-3, "Adam learning rate", check=positive_number, parse=float)
-    outputpath: str = setting("Outputs", "root of the results tree", check=text)
+    outputpath: str = setting("Outputs", "root of the results tree", check=nonempty_text)
     dataset: str | None = setting(None, "default: mnist for LeNet, cifar10 for ConvN", choices=_dataset_names,
                                   optional=True)
     datadir: str | None = setting(None, "folder with mnist/, cifar10/, fashion-mnist/ (default: $MASKTRAINER_DATA)",
-                                  check=text, optional=True)
+                                  check=nonempty_text, optional=True)
     trainsize: int | None = setting(None, "train on the first N training images only (default: all)",
                                     check=positive_integer, parse=int, optional=True)
     jit: str = setting("auto", "compile the training loop with XLA (auto: as measured best per backend and device)",
@@ -182,7 +182,7 @@ class RunConfig:
     def experiment_directory(self) -> Path:
         """Where the run's files go (SPEC.md section 7)."""
         config = self.resolved()
-        return runlog.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
+        return run_identity.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
                                            config.masktype, config.activation, config.initializer, config.lr,
                                            config.keep)
 
@@ -192,7 +192,7 @@ class RunConfig:
         apply (`keep` but for EdgePopup) is left out, so the identity of a run recorded before it existed holds."""
         config = replace(self.resolved(), dataset=self.dataset_name())
         return {name: value for name, value in config.to_dict().items()
-                if name not in ("outputpath", "datadir", "jit", "maxepochs") and not (name == "keep" and value is None)}
+                if name not in NOT_IDENTITY and not (name == "keep" and value is None)}
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
@@ -204,8 +204,9 @@ _FIELDS = {item.name: item for item in fields(RunConfig)}
 # Settings added after configuration files were first written: a file without them takes their default.
 ADDED_SINCE = ("keep",)
 SETTING_NAMES = tuple(_FIELDS)
-# The settings a run's experiment directory names (SPEC.md section 7; `keep` too, for EdgePopup), in path order.
-DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep")
+# The settings that must agree, beside those the experiment directory names, for two recorded runs to be one run
+# (`settings.identity`): the seed, the dataset, the batch size, ...
+MATCHED_SETTINGS = tuple(name for name in SETTING_NAMES if name not in DIRECTORY_SETTINGS + NOT_IDENTITY)
 
 
 def default(name: str):
