@@ -6,7 +6,7 @@
   (`experiments.runner`) or on a Ray cluster (`experiments.ray_pool`).
 - `experiments.views`: the study's own runs as a folder of links, its plots and its table (`experiments.summary`).
 
-This file only gathers their public names; no module of the package imports it.
+This file only gathers their public names: the modules import each other, never a name from here.
 """
 from experiments.points import (MATCHED_KEYS, REPO_ROOT, claim_stem, describe, experiment_directory, find_run,
                                 logged_epochs, matches, point_value, resolved, trainer_command)

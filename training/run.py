@@ -168,7 +168,8 @@ class Run:
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         # The model carries its optimizer, as under `fit`: callbacks read it, and the saved model includes it.
         self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
-        self.record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))  # kept on resume
+        # kept on resume
+        self.record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))
         self.steps = self.backend.Steps(
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
             self.record["jitCompiled"], self.backend.steps_per_call(self.record["jitCompiled"], network.convolutional))
