@@ -15,16 +15,8 @@ import runlog  # noqa: E402
 from export import ExportError  # noqa: E402
 from export.run_files import read_run_record  # noqa: E402
 from training import backends  # noqa: E402
-from training.config import ConfigError  # noqa: E402
-
-EXIT_BAD_INPUT, EXIT_VERIFY_FAILED = 2, 1
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as a single line (no usage block) and exits with status 2."""
-
-    def error(self, message):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+from settings.commands import EXIT_BAD_INPUT, EXIT_VERIFY_FAILED, OneLineParser  # noqa: E402
+from settings.config import ConfigError  # noqa: E402
 
 
 def keras_path(text: str) -> str:

@@ -12,26 +12,19 @@ import traceback
 from dataclasses import fields, replace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no INFO or WARNING lines
-EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUN_STOPPED = 1, 2, 3  # stopped by a signal: 128 + its number (130: Ctrl-C)
 
 try:
     from training import interrupts  # signal and threading only: first, so that a stop while NumPy loads is caught
     if __name__ == "__main__":
         interrupts.raise_on_stop_signals()  # SIGTERM and SIGHUP stop the command as Ctrl-C does
     from training import backends  # light: Keras is loaded inside main
-    from training.config import ConfigError, RunConfig
-except KeyboardInterrupt as stop:  # Ctrl-C (or SIGTERM, SIGHUP) while Python loads NumPy
+    from settings.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_RUN_STOPPED, OneLineParser
+    from settings.config import ConfigError, RunConfig
+except KeyboardInterrupt as stop:  # Ctrl-C (or SIGTERM, SIGHUP) while Python loads NumPy: 128 + the signal
     print("\nMaskTrainer.py: interrupted", file=sys.stderr)
     sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
 
 PROG = "MaskTrainer.py"
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports bad input as a single line (no usage block) and exits with status 2."""
-
-    def error(self, message):
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def value_parser(name: str, kind: type):
@@ -103,8 +96,7 @@ def resolve_run(args: argparse.Namespace):
         return settings, record, files
     settings = RunConfig.from_dict(given, "command line")  # the network's recipe for what is not given
     datasets.resolve_data_directory(settings.datadir)
-    record = new_record(settings)
-    settings = RunConfig.from_dict(record, "command line")
+    settings, record = new_record(settings)
     return settings, record, runlog.RunFiles(settings.experiment_directory(), record["runId"])
 
 
@@ -159,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {files.run_id} already finished; nothing to do")
                 return 0
             run = Run(settings, record, files, verbose=args.verbose, callbacks=callbacks_for(args, files))
-            prepare_output(files, record, settings.outputpath)
+            prepare_output(files, run.record, settings.outputpath)
         except bad_input as error:  # every bad input, found before any training
             print(f"{PROG}: error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT

@@ -26,7 +26,8 @@ from matplotlib.ticker import MaxNLocator
 
 import runlog
 from experiments import summary
-from training.config import RunConfig
+from settings.commands import EXIT_BAD_INPUT, EXIT_OK
+from settings.config import RunConfig
 
 DEFAULT_EXPERIMENT = RunConfig().experiment_directory()  # the default run's directory
 REQUIRED_CONFIG_KEYS = ("traintype", "nettype", "initializer", "p1", "changedMeans")
@@ -51,7 +52,7 @@ class Experiment:
     fraction_changed: np.ndarray
     layer_remaining: np.ndarray  # [run, epoch, layer]: positive masks over the layer's size
     layer_names: list[str]
-    runs: tuple[runlog.Run, ...]  # each with its whole log, for the summary table
+    runs: tuple[runlog.RecordedRun, ...]  # each with its whole log, for the summary table
 
     @property
     def run_count(self) -> int:
@@ -73,7 +74,7 @@ class Experiment:
         return f"{config['traintype']}{kept} {config['nettype']} {config['initializer']} p1={config['p1']}"
 
 
-def run_arrays(run: runlog.Run) -> dict[str, np.ndarray]:
+def run_arrays(run: runlog.RecordedRun) -> dict[str, np.ndarray]:
     """One run's log as float arrays indexed by epoch; RunLogError naming the file that lacks a key or a number."""
     files = run.files
     missing = [key for key in REQUIRED_CONFIG_KEYS if key not in run.config]
@@ -94,7 +95,7 @@ def run_arrays(run: runlog.Run) -> dict[str, np.ndarray]:
         raise runlog.RunLogError(f"{files.log_json}: malformed values ({error})") from None
 
 
-def shared_epoch_count(directory: Path, runs: list[runlog.Run]) -> int:
+def shared_epoch_count(directory: Path, runs: list[runlog.RecordedRun]) -> int:
     """How many epochs every run has recorded, with a warning naming the shorter (interrupted or running) runs."""
     lengths = [len(run.log["testAccuracy"]) for run in runs]
     shared, longest = min(lengths), max(lengths)
@@ -266,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         plot_experiments(directories or [DEFAULT_EXPERIMENT], comparison, args.show)
     except (ValueError, OSError) as error:
         print(f"Plotter.py: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     if args.show:
         plt.show()
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -42,9 +42,9 @@ import datasets  # noqa: E402
 import networks  # noqa: E402
 from masks.layers import masked_layers  # noqa: E402
 from training import backends  # noqa: E402
-from training.config import RunConfig  # noqa: E402
+from settings.config import RunConfig  # noqa: E402
 from training.run import epoch_order  # noqa: E402
-from training.types import TRAINING_TYPES  # noqa: E402
+from settings.types import TRAINING_TYPES  # noqa: E402
 
 BACKEND = backends.current()
 

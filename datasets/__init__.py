@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from datasets import preprocessing
+
 DATA_ENV = "MASKTRAINER_DATA"
 VALIDATION_SIZE = 5000
 RawData = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
@@ -279,7 +281,7 @@ def preprocess(raw: RawData, trainsize: int | None = None, validation_size: int 
     if trainsize is not None and trainsize > available:
         raise DatasetError(f"--trainsize {trainsize} is more than the {available:,} images of the training split "
                            f"(the first {validation_size:,} of {len(x_all):,} are the validation split)")
-    x_all = x_all.astype(np.float32) / 255.0
+    x_all = preprocessing.unit_pixels(x_all)
     x_val, x_train = x_all[:validation_size], x_all[validation_size:]
     y_val, y_train = y_all[:validation_size], y_all[validation_size:]
     mean_image = x_train.mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -288,10 +290,10 @@ def preprocess(raw: RawData, trainsize: int | None = None, validation_size: int 
         x_train, y_train = x_train[:trainsize], y_train[:trainsize]
 
     def normalise(x):
-        return ((x - mean_image) / np.float32(std)).astype(np.float32)
+        return preprocessing.standardise(x, mean_image, std)
 
     def labels(y):
         return np.asarray(y, dtype=np.int32).reshape(-1)
 
     return Splits(normalise(x_train), labels(y_train), normalise(x_val), labels(y_val),
-                  normalise(x_test.astype(np.float32) / 255.0), labels(y_test), mean_image, std)
+                  normalise(preprocessing.unit_pixels(x_test)), labels(y_test), mean_image, std)

@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 
 import runlog
-from experiments import StudyError, check_points, claims, load_study, plot_study, run_study, study_names, table_study
+from experiments import claims
+from experiments.scheduling import run_study
+from experiments.studies import StudyError, check_points, load_study, study_names
+from experiments.views import plot_study, table_study
+from settings.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from training import interrupts
 
 
@@ -65,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in study_names():
                 study = load_study(name)
                 print(f"{name:12s} {len(study.points):3d} runs  {study.description}")
-            return 0
+            return EXIT_OK
         if not args.study:
             raise StudyError(f"{args.command} needs a study: one of {', '.join(study_names())} or a .toml path")
         study = load_study(args.study)
@@ -77,16 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             check_points(study)  # the whole study, registries included, before anything runs
             interrupts.raise_on_stop_signals()  # a batch system's stop, a closed terminal: release claims, as Ctrl-C
-            return 1 if run_study(study, args.outputpath, dry_run=args.dry_run, jobs=args.jobs,
+            return EXIT_FAILED if run_study(study, args.outputpath, dry_run=args.dry_run, jobs=args.jobs,
                                   runs_per_gpu=args.runs_per_gpu, stale_after=args.stale_after, ray=args.ray,
-                                  ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus) else 0
+                                  ray_cpus=args.ray_cpus, ray_gpus=args.ray_gpus) else EXIT_OK
         if args.command == "table":
             print(table_study(study, args.outputpath, finished_only=not args.partial), end="")
-            return 0
+            return EXIT_OK
         return plot_study(study, args.outputpath, args.out)
     except (StudyError, runlog.RunLogError) as error:
         print(f"python -m experiments: error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt as stop:
         print(f"\npython -m experiments: {interrupts.describe(stop)}; run the same command again to resume",
               file=sys.stderr)

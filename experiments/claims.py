@@ -2,8 +2,8 @@
 
 Before it trains a point, a runner creates `Claim_<point>_g<n>.json` in the point's experiment directory with
 `O_CREAT | O_EXCL`, which only one process can do; it holds the runner's host and pid and the time. The runner
-hands the path to MaskTrainer in `MASKTRAINER_CLAIM`; the trainer refreshes its modification time when the run
-starts and after every epoch, and the runner refreshes it while its trainer lives. The claim with the highest
+hands the path to MaskTrainer in `MASKTRAINER_CLAIM` (`settings.names.CLAIM_ENV`); the trainer refreshes its
+modification time when the run starts and after every epoch, and the runner refreshes it while its trainer lives. The claim with the highest
 `<n>` is the point's claim. It is stale when it has not been refreshed for `stale_after` seconds (or at once
 when it was made on this host and both its runner and its trainer are gone, or when it is damaged, so that nobody
 can tell who holds it): a later runner then takes the
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-CLAIM_ENV = "MASKTRAINER_CLAIM"
 STALE_AFTER = 600.0  # seconds without a refresh after which a claim is abandoned (`--stale-after`)
 MAX_PID = 2**22  # Linux's largest pid_max
 

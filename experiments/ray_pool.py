@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import experiments
-from experiments import StudyError, runner
+from experiments import runner
+from experiments.points import REPO_ROOT
+from experiments.studies import StudyError
 
 
 def train_task(point: dict, outputpath: str, number: int, total: int, stale_after: float, cpus: float,
@@ -36,7 +37,7 @@ class RayPool:
             raise StudyError("--ray needs Ray: pip install 'ray>=2.40,<3'") from None
         self.ray, self.cpus, self.gpus, self.say = ray, cpus, gpus, say
         self.outputpath, self.stale_after = str(outputpath.resolve()), stale_after
-        code = os.pathsep.join(filter(None, [str(experiments.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        code = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         options = dict(runtime_env={"env_vars": {"PYTHONPATH": code}}, log_to_driver=True, include_dashboard=False)
         if address == "local":
             options["num_cpus"] = runner.available_cores()

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import experiments
-from experiments import claims
-
-INTERRUPTED = 130  # MaskTrainer's exit status after Ctrl-C (at its next safe point; finished epochs are kept)
+from experiments import claims, points
+from experiments.studies import Study
+# MaskTrainer's exit status after Ctrl-C (at its next safe point; finished epochs are kept)
+from settings.commands import EXIT_INTERRUPTED as INTERRUPTED
+from settings.names import CLAIM_ENV, THREAD_ENV
 
 
 def available_cores() -> int:
@@ -60,9 +61,7 @@ def thread_environment(threads: int) -> dict[str, str]:
     --xla_cpu_multi_thread_eigen changed nothing measurable in TF 2.21 or jaxlib 0.10, so it is not set.
     TensorFlow's results differ in the last bits between thread counts, so a run trained with `--jobs 2` is not
     bit-identical to one trained with `--jobs 1` (each is repeatable with the same setting)."""
-    value = str(threads)
-    return {"TF_NUM_INTRAOP_THREADS": value, "TF_NUM_INTEROP_THREADS": value, "PJRT_NPROC": value,
-            "OMP_NUM_THREADS": value}
+    return {name: str(threads) for name in THREAD_ENV}
 
 
 # Several runs on one GPU: each takes GPU memory as it needs it instead of all of it at start.
@@ -147,19 +146,19 @@ def train_point(point: dict, outputpath: Path, number: int, total: int, stale_af
 def _train_point(point: dict, outputpath: Path, number: int, total: int, stale_after: float,
                  environment: dict[str, str], stop: threading.Event | None, hurry: threading.Event | None,
                  say: Callable[[str], None]) -> Outcome:
-    claim = claims.acquire(experiments.experiment_directory(point, outputpath), experiments.claim_stem(point),
-                           stale_after, note={"point": experiments.describe(point)})
+    claim = claims.acquire(points.experiment_directory(point, outputpath), points.claim_stem(point),
+                           stale_after, note={"point": points.describe(point)})
     if isinstance(claim, claims.Holder):
         return Outcome("held", message=claim.describe())
     process = None
     try:
-        action, config_path = experiments.find_run(point, outputpath)
+        action, config_path = points.find_run(point, outputpath)
         if action in ("finished", "failed"):
             return Outcome(action)
-        say(f"[{number}/{total}] {action}: {experiments.describe(point)}")
-        command = experiments.trainer_command(point, outputpath, action, config_path)
+        say(f"[{number}/{total}] {action}: {points.describe(point)}")
+        command = points.trainer_command(point, outputpath, action, config_path)
         began = time.monotonic()
-        process = _start(command, {**os.environ, **environment, claims.CLAIM_ENV: str(claim.path),
+        process = _start(command, {**os.environ, **environment, CLAIM_ENV: str(claim.path),
                                    "PYTHONUNBUFFERED": "1"})
         claim.record_trainer(process.pid)
         forwarder = threading.Thread(target=_forward, args=(process.stdout, f"    [{number}] ", say), daemon=True)
@@ -263,7 +262,7 @@ def recheck_seconds(stale_after: float) -> float:
 class Scheduler:
     """Keeps the pool busy with the study's unfinished points and says how far the study is."""
 
-    def __init__(self, study: "experiments.Study", todo: list[dict], already: int, failed_before: int, pool,
+    def __init__(self, study: Study, todo: list[dict], already: int, failed_before: int, pool,
                  stale_after: float, say: Callable[[str], None]):
         self.study, self.todo, self.pool, self.say = study, todo, pool, say
         self.already, self.failed_before = already, failed_before  # finished and failed before this session
@@ -301,7 +300,7 @@ class Scheduler:
                         if number not in held_said:
                             held_said.add(number)
                             self.say(f"[{number}/{len(self.todo)}] {outcome.message}; looking again every "
-                                     f"{minutes(self.recheck)}: {experiments.describe(self.todo[number - 1])}")
+                                     f"{minutes(self.recheck)}: {points.describe(self.todo[number - 1])}")
                     elif outcome.lost_claim:
                         waiting[number] = time.monotonic() + self.recheck
                     else:

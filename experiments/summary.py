@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 import runlog
-from experiments import MATCHED_KEYS, contained
+from experiments.studies import contained
 from export import compaction
-from training.config import DIRECTORY_SETTINGS as DIRECTORY_KEYS  # with MATCHED_KEYS: a run's identity
+from settings.config import MATCHED_SETTINGS as MATCHED_KEYS  # with DIRECTORY_KEYS: a run's identity
+from settings.identity import DIRECTORY_SETTINGS as DIRECTORY_KEYS
 # The figures Plotter.py writes into each experiment directory it plots (as .png and .pdf).
 EXPERIMENT_FIGURES = ("Accuracy_Sparsity", "Layer_Remaining")
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -39,7 +40,7 @@ def run_identity(config: dict) -> tuple | None:
     return tuple(str(config.get(key)) for key in DIRECTORY_KEYS + MATCHED_KEYS)
 
 
-def one_run_per_seed(runs: list[runlog.Run]) -> tuple[list[runlog.Run], str | None]:
+def one_run_per_seed(runs: list[runlog.RecordedRun]) -> tuple[list[runlog.RecordedRun], str | None]:
     """The runs with each (configuration, seed) once, the one with more epochs kept (the first of equals), and
     a one-line description of what was left out (None when nothing was)."""
     groups: dict = {}
@@ -113,7 +114,7 @@ class Row:
         return f"{self.effective_parameters:,.0f} of {self.parameters:,} ({self.effective_parameters / self.parameters:.1%})"
 
 
-def effective_size(run: runlog.Run) -> compaction.EffectiveSize | None:
+def effective_size(run: runlog.RecordedRun) -> compaction.EffectiveSize | None:
     """The compact network's size, from the run's initial weights and final masks; None before the run finished."""
     if run.config.get("status") != "finished" or not run.files.masks.exists():
         return None
@@ -124,7 +125,7 @@ def effective_size(run: runlog.Run) -> compaction.EffectiveSize | None:
                                      run.config.get("activation", "relu"))
 
 
-def summarise(label: str, runs: list[runlog.Run], directory: str = "") -> Row:
+def summarise(label: str, runs: list[runlog.RecordedRun], directory: str = "") -> Row:
     """A row from runs of one configuration (different seeds)."""
     epochs = sorted({len(run.log["testAccuracy"]) - 1 for run in runs})
     seconds = [np.mean(run.log["epochSeconds"][1:]) for run in runs if len(run.log["epochSeconds"]) > 1]

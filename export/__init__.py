@@ -8,10 +8,7 @@
 """
 from export.compaction import (ACTIVATION_AT_ZERO, EffectiveSize, LayerSize, compact_kernels, effective_size,
                                maps_zero_to_zero)
-
-
-class ExportError(ValueError):
-    """A run that cannot be exported as asked; the message (one line) names the file or says what to do."""
+from export.errors import ExportError
 
 
 __all__ = ["ACTIVATION_AT_ZERO", "EffectiveSize", "ExportError", "LayerSize", "compact_kernels",

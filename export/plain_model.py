@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
-from export import ExportError
+from export.errors import ExportError
 from export.compaction import compact_kernels, effective_size
-from export.run_files import Preprocessing
+from datasets.preprocessing import Preprocessing
 from masks.layers import MaskedConv2D, MaskedDense, masked_layers, standard_layer
 from networks.assembly import MaxPool2x2
 

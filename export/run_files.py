@@ -10,29 +10,11 @@ Each file read is checked against the digest the run recorded for it, if any (`t
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import runlog
-from export import ExportError
+from datasets.preprocessing import Preprocessing, PreprocessingError
+from export.errors import ExportError
+from settings.config import RunConfig
 from training import provenance
-from training.config import RunConfig
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What the trainer does to raw pixels: `(raw / 255 - mean_image) / std`; the network then scales by
-    `input_scale` in its own first layer when that is not 1 (the `binary` initializer)."""
-    mean_image: np.ndarray  # [H, W, C] float32
-    std: np.float32
-    input_scale: np.float32
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(n) for n in self.mean_image.shape)
-
-    def network_input(self, raw: np.ndarray) -> np.ndarray:
-        """The trainer's float32 arithmetic on raw pixels (uint8, NHWC): what its network was fed."""
-        return ((np.asarray(raw).astype(np.float32) / 255.0 - self.mean_image) / self.std).astype(np.float32)
 
 
 def read_preprocessing(path: Path, digests: dict[str, str] | None) -> Preprocessing:
@@ -40,20 +22,10 @@ def read_preprocessing(path: Path, digests: dict[str, str] | None) -> Preprocess
     ExportError (or RunLogError) naming the file when it is not usable."""
     arrays = runlog.read_npz(path)
     provenance.check_arrays(path, digests, arrays, "the file the run wrote")
-    missing = [key for key in ("mean_image", "std", "input_scale") if key not in arrays]
-    if missing:
-        raise ExportError(f"{path}: lacks {', '.join(missing)}")
-    mean_image = arrays["mean_image"]
-    if mean_image.ndim != 3 or not np.all(np.isfinite(mean_image)):
-        raise ExportError(f"{path}: mean_image should be a finite [height, width, channels] array, "
-                          f"found shape {mean_image.shape}")
-    scalars = {}
-    for key in ("std", "input_scale"):
-        value = arrays[key]
-        if value.shape != () or not np.isfinite(value) or not value > 0:
-            raise ExportError(f"{path}: {key} should be one positive number, found {value!r}")
-        scalars[key] = np.float32(value)
-    return Preprocessing(mean_image.astype(np.float32), scalars["std"], scalars["input_scale"])
+    try:
+        return Preprocessing.from_arrays(arrays)
+    except PreprocessingError as error:
+        raise ExportError(f"{path}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -99,8 +71,8 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     """The run of `config_path`, checked as far as it can be without Keras; ExportError or RunLogError
     (one line naming the file) when it cannot be exported as asked."""
     files = runlog.RunFiles.from_config_path(config_path)
-    config = runlog.read_json(files.config)
-    settings = RunConfig.from_dict(config, str(files.config), complete=True)
+    record = runlog.read_config(files)
+    config, settings = record.data, record.settings
     digests = provenance.recorded(config, files.config)
     if "status" not in config:  # the record beside the settings that the export needs
         raise ExportError(f"{files.config}: lacks status")

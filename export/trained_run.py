@@ -18,10 +18,12 @@ import numpy as np
 import networks
 import networks.assembly  # registers the layers and initializers a Model file holds
 import runlog
-from export import ExportError
-from export.run_files import Preprocessing, RunRecord
+from export.errors import ExportError
+from datasets.preprocessing import Preprocessing
+from export.run_files import RunRecord
 from masks.layers import masked_layers
-from training import checkpoint, provenance, statistics, types as training_types
+from settings import types as training_types
+from training import checkpoint, provenance, statistics
 
 
 @dataclass(frozen=True)

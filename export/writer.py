@@ -8,7 +8,7 @@ import numpy as np
 
 import datasets
 import runlog
-from export import ExportError
+from export.errors import ExportError
 from export.compaction import effective_size
 from export.plain_model import hidden_activation, plain_model
 from export.run_files import RunRecord

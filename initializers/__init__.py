@@ -75,7 +75,7 @@ def glorot_uniform_scores(rng: np.random.Generator, shape, p1: float) -> np.ndar
     return rng.uniform(-bound, bound, shape)
 
 
-# The draws of the trainable scores, one per training type (`training.types`), apart from the weight initializers.
+# The draws of the trainable scores, one per training type (`settings.types`), apart from the weight initializers.
 SCORE_DRAWS: dict[str, Draw] = {
     SCORES: uniform_scores,
     "kaiming_uniform": kaiming_uniform_scores,

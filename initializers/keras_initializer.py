@@ -3,10 +3,12 @@ import keras
 
 import initializers
 
-_PACKAGE = "masktrainer"
+# The package under which the project's layers and initializers are registered with Keras's serialization
+# (here, `masks.layers` and `networks.assembly`): a saved model names its objects `masktrainer>...`.
+KERAS_PACKAGE = "masktrainer"
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class SeededInitializer(keras.initializers.Initializer):
     """Draws with `initializers.draw(draw, seed, shape, p1)`; `draw` names a registered initializer, or SCORES."""
 
@@ -38,7 +40,7 @@ def _register_former_classes() -> None:
     former = {"GlorotNormal": "glorot", "HeNormal": "he", "HeConstant": "heconstant", "Binary": "binary",
               "UniformScores": initializers.SCORES}
     for class_name, draw in former.items():
-        keras.saving.get_custom_objects()[f"{_PACKAGE}>{class_name}"] = _FormerInitializerClass(draw)
+        keras.saving.get_custom_objects()[f"{KERAS_PACKAGE}>{class_name}"] = _FormerInitializerClass(draw)
 
 
 _register_former_classes()

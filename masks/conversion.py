@@ -30,7 +30,7 @@ from initializers.keras_initializer import SeededInitializer
 from masks import functions
 from masks.layers import (KeptFractionReward, MaskedConv2D, MaskedDense, MaskedLayer, standard_layer,
                           standard_weights)
-from training import types as training_types  # plain data, no imports: the training types' names and options
+from settings import types as training_types  # plain data, no imports: the training types' names and options
 
 CONVERTED = (keras.layers.Dense, keras.layers.Conv2D)  # the layer classes `convert` replaces
 KEEP = "keep"  # `weights=KEEP`: the layer's current kernel and bias become the frozen W and bias
@@ -141,7 +141,7 @@ def _masked_twin(layer, index: int, options: dict, weights: str, seed: int, p1: 
 def convert(model: keras.Model, traintype: str = "FreePruning", weights: str = KEEP, seed: int = 0, *,
             masktype: str | None = None, keep: float | None = None, p1: float = 0.5) -> keras.Model:
     """A new model in which every `Dense` and `Conv2D` of `model` is masked for training type `traintype`
-    (any name of `training.types.TRAINING_TYPES`; `masktype` and EdgePopup's `keep` as on the command line).
+    (any name of `settings.types.TRAINING_TYPES`; `masktype` and EdgePopup's `keep` as on the command line).
 
     `weights="keep"` freezes each layer's current kernel and bias as W and bias; an initializer name
     (`initializers.INITIALIZERS`: he, glorot, heconstant, binary; `p1` for the signed ones) redraws W with

@@ -13,9 +13,8 @@ import numpy as np
 from keras import ops
 
 import initializers.keras_initializer  # noqa: F401  registers SeededInitializer, which masked layers' configs name
+from initializers.keras_initializer import KERAS_PACKAGE as _PACKAGE
 from masks import functions
-
-_PACKAGE = "masktrainer"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -37,7 +37,7 @@ class NetworkSpec:
     """A registered network: its builder, the dataset it is trained on by default, whether it convolves (the
     training backends choose XLA and steps per compiled call by it, as measured in BENCHMARKS.md), whether it
     has BatchNorm (so `--batchnorm` applies), and the run settings whose defaults differ from the paper's for it
-    (`recipe`, keyed by `training.config.RunConfig` field names)."""
+    (`recipe`, keyed by `settings.config.RunConfig` field names)."""
     builder: Callable
     default_dataset: str
     convolutional: bool

@@ -12,11 +12,11 @@ from keras import ops
 import initializers
 import networks
 from initializers import layer_seed
-from initializers.keras_initializer import SeededInitializer
+from initializers.keras_initializer import KERAS_PACKAGE, SeededInitializer
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
 
 
-@keras.saving.register_keras_serializable(package="masktrainer")
+@keras.saving.register_keras_serializable(package=KERAS_PACKAGE)
 class MaxPool2x2(keras.layers.Layer):
     """2x2 max-pooling, stride 2, `valid`, computed as a reshape and a max.
 

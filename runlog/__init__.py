@@ -17,11 +17,12 @@ import secrets
 import stat
 import tempfile
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from settings.config import RunConfig
 
 EPOCH_KEYS = ("trainLoss", "valLoss", "testLoss", "trainAccuracy", "valAccuracy", "testAccuracy",
               "remainingWeights", "changedWeights", "epochSeconds")
@@ -42,22 +43,6 @@ _UMASK = _current_umask()
 class RunLogError(ValueError):
     """A run file that is missing, unreadable, not in the expected form, or data that cannot be written in it;
     the message names the file."""
-
-
-def format_number(value: float) -> str:
-    """How p1 and lr appear in directory names: the shortest float form (0.5, 0.001, 1e-05)."""
-    return repr(float(value))
-
-
-def experiment_directory(outputpath: str | Path, traintype: str, nettype: str, p1: float, masktype: str,
-                         activation: str, initializer: str, lr: float, keep: float | None = None,
-                         recipe_tags: Sequence[str] = ()) -> Path:
-    """`<outputpath>/<traintype>/<nettype>/P1_<p1>/<masktype>_<activation>_<initializer>_LR<lr>/`; an EdgePopup
-    run's mask type is followed by its kept fraction (`topk_K0.5_...`), so runs of different K never share one,
-    and a recipe other than the paper's adds its tags at the end (`..._LR0.1_sgd_M0.9_WD0.0001_cosine_aug`)."""
-    kept = "" if keep is None else f"_K{format_number(keep)}"
-    return (Path(outputpath) / traintype / nettype / f"P1_{format_number(p1)}"
-            / "_".join([f"{masktype}{kept}_{activation}_{initializer}_LR{format_number(lr)}", *recipe_tags]))
 
 
 def new_run_id() -> str:
@@ -385,8 +370,28 @@ def read_log(path: Path) -> dict:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One run read back: its files, configuration and log."""
+class ConfigRecord:
+    """A run's `Config_ID<id>.json` read back: the record as MaskTrainer wrote it (its settings, the seed drawn,
+    the data read, the backend, the status, ...) and, on asking, its settings checked."""
+    files: RunFiles
+    data: dict
+
+    @property
+    def settings(self) -> RunConfig:
+        """The recorded settings, every one present and checked like the command line's (ConfigError naming the
+        file; only a setting added since the file was written may be missing, `settings.config.ADDED_SINCE`)."""
+        return RunConfig.from_dict(self.data, str(self.files.config), complete=True)
+
+
+def read_config(files: RunFiles) -> ConfigRecord:
+    """The one reader of a run's configuration file (the trainer resuming, the exporter, the plotter and the
+    study runner); RunLogError naming the file when it is missing or not a JSON object."""
+    return ConfigRecord(files, read_json(files.config))
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """One run read back from its files: its files, configuration and log."""
     files: RunFiles
     config: dict
     log: dict
@@ -396,11 +401,11 @@ class Run:
         return self.files.run_id
 
 
-def read_runs(directory: Path) -> list[Run]:
+def read_runs(directory: Path) -> list[RecordedRun]:
     """Every run in an experiment directory that has a log (a run killed before epoch 0 has none)."""
     runs = []
     for config_path in sorted(Path(directory).glob("Config_ID*.json")):
         files = RunFiles.from_config_path(config_path)
         if files.log_json.exists():
-            runs.append(Run(files, read_json(config_path), read_log(files.log_json)))
+            runs.append(RecordedRun(files, read_config(files).data, read_log(files.log_json)))
     return runs

@@ -1,22 +1,31 @@
-"""Running MaskTrainer from tests: in-process for speed, as a subprocess where the process itself matters."""
+"""What several test files share: running MaskTrainer (in-process for speed, as a subprocess where the process
+itself matters), synthetic data and run files, and the checks of a refusal. Keras and the trainer are imported
+only by the helpers that need them, so the tests of the light modules stay light."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
+import pytest
 
-import MaskTrainer
+import datasets
+import experiments
 import runlog
-from training.run import Run
+
+if TYPE_CHECKING:
+    from training.run import Run
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_run(output: Path, data: Path, *flags: str, callbacks=None) -> Run:
+def new_run(output: Path, data: Path, *flags: str, callbacks=None) -> "Run":
     """A Run built exactly as `MaskTrainer.py --outputpath output --datadir data flags...` builds it."""
+    import MaskTrainer
+    from training.run import Run
     args = MaskTrainer.build_parser().parse_args(["--outputpath", str(output), "--datadir", str(data), *flags])
     settings, record, files = MaskTrainer.resolve_run(args)
     return Run(settings, record, files, callbacks=callbacks, print_line=lambda line: None)
@@ -46,6 +55,7 @@ def output_and_gradient(function, value: np.ndarray) -> tuple[np.ndarray, np.nda
     """`function(x)` returns (output, scalar): the output (an array or a tuple of arrays) and d scalar / d x at
     x = `value`, on Keras's backend. The one place the tests differentiate, so gradient tests run on both backends.
     """
+    import keras
     if keras.backend.backend() == "jax":
         import jax
         (_, output), gradient = jax.value_and_grad(lambda x: tuple(reversed(function(x))), has_aux=True)(
@@ -60,3 +70,52 @@ def output_and_gradient(function, value: np.ndarray) -> tuple[np.ndarray, np.nda
 
 def _numpy(output):
     return tuple(map(np.asarray, output)) if isinstance(output, tuple) else np.asarray(output)
+
+
+RANDOM_BYTES = np.random.default_rng(7).integers(0, 256, 300, dtype=np.uint8).tobytes()
+
+
+def refusal(call, path: Path, error_type: type[ValueError] = datasets.DatasetError) -> str:
+    """The message of the `error_type` that `call()` raises; it must be one line naming `path`."""
+    with pytest.raises(error_type) as raised:
+        call()
+    message = str(raised.value)
+    assert isinstance(raised.value, ValueError)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+def unreadable(path: Path) -> None:
+    """Make `path` a file whose every read fails with an I/O error, as on a failing disk."""
+    if not Path("/proc/self/mem").is_file():
+        pytest.skip("needs Linux's /proc/self/mem, a file that refuses reads")
+    path.unlink(missing_ok=True)
+    path.symlink_to("/proc/self/mem")
+
+
+def write_cifar_batches(root, train: int, test: int, payload=None) -> None:
+    folder = root / "cifar10" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, count in [(f"data_batch_{i}", train // 5) for i in range(1, 6)] + [("test_batch", test)]:
+        batch = payload or {b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                            b"labels": [int(v) for v in rng.integers(0, 10, count)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=4)
+
+
+POINT = {"nettype": "LeNet", "traintype": "FreeFlipping", "initializer": "heconstant", "seed": 2,
+         "dataset": "mnist", "maxepochs": 3, "batchsize": 25, "lr": 0.001}
+
+
+def write_run(outputpath: Path, point: dict, run_id: str, status: str | None, epochs: int | None, **changes) -> Path:
+    """A synthetic run: its Config_ID file (as MaskTrainer records it) and, for `epochs`, a log of that length."""
+    directory = experiments.experiment_directory(point, outputpath)
+    files = runlog.RunFiles(directory, run_id)
+    config = {**experiments.resolved(point), "p1": 0.5, "trainsize": None, "precision": "float32",
+              "status": status, "changedMeans": "flipped", **changes}
+    runlog.write_json(files.config, config)
+    if epochs is not None:
+        log = {key: [0.1] * (epochs + 1) for key in runlog.EPOCH_KEYS}
+        runlog.write_log(files, dict(log, totalWeights=10, remainingWeightsPerLayer=[[[0, 0, 10] * 2]] * (epochs + 1)))
+    return files.config

@@ -13,7 +13,7 @@ import initializers
 import masks
 from masks.layers import MaskedConv2D, MaskedDense, MaskedLayer, masked_layers_within
 from initializers import layer_seed
-from training.types import TRAINING_TYPES
+from settings.types import TRAINING_TYPES
 
 ALL_ON = ("FreePruning", "MinPruning", "SignFlipping", "MinFlipping", "Baseline")  # epoch 0 = the original
 

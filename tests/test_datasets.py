@@ -9,23 +9,13 @@ import numpy as np
 import pytest
 
 import datasets
+from tests.helpers import RANDOM_BYTES, refusal, unreadable, write_cifar_batches
 
 
 def write_idx(path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", n) for n in array.shape)
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_cifar_batches(root, train: int, test: int, payload=None) -> None:
-    folder = root / "cifar10" / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name, count in [(f"data_batch_{i}", train // 5) for i in range(1, 6)] + [("test_batch", test)]:
-        batch = payload or {b"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
-                            b"labels": [int(v) for v in rng.integers(0, 10, count)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=4)
 
 
 def write_mnist(root: Path, train: int = datasets.VALIDATION_SIZE + 10, test: int = 10,
@@ -41,16 +31,6 @@ def write_mnist(root: Path, train: int = datasets.VALIDATION_SIZE + 10, test: in
             labels[-1] = last_label
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels)
     return folder
-
-
-def refusal(call, path: Path, error_type: type[ValueError] = datasets.DatasetError) -> str:
-    """The message of the `error_type` that `call()` raises; it must be one line naming `path`."""
-    with pytest.raises(error_type) as raised:
-        call()
-    message = str(raised.value)
-    assert isinstance(raised.value, ValueError)
-    assert "\n" not in message and str(path) in message, message
-    return message
 
 
 def test_idx_files_are_read_with_a_channel_axis(tmp_path):
@@ -71,7 +51,6 @@ def test_truncated_idx_file_is_refused(tmp_path):
 
 
 IDX = bytes([0, 0, 8, 3]) + struct.pack(">III", 2, 3, 4) + bytes(range(24))  # a valid 2 x 3 x 4 IDX file
-RANDOM_BYTES = np.random.default_rng(7).integers(0, 256, 300, dtype=np.uint8).tobytes()
 IDX_DAMAGES = {
     "empty": b"",
     "cut inside the magic": IDX[:3],
@@ -115,13 +94,6 @@ def test_damaged_gzip_file_is_refused_naming_it(tmp_path, damage):
     path.write_bytes(GZIP_DAMAGES[damage])
     refusal(lambda: datasets.read_idx(path), path)
 
-
-def unreadable(path: Path) -> None:
-    """Make `path` a file whose every read fails with an I/O error, as on a failing disk."""
-    if not Path("/proc/self/mem").is_file():
-        pytest.skip("needs Linux's /proc/self/mem, a file that refuses reads")
-    path.unlink(missing_ok=True)
-    path.symlink_to("/proc/self/mem")
 
 
 @pytest.mark.parametrize("name", ["x.gz", "x"])

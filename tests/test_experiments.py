@@ -13,10 +13,9 @@ import experiments
 import runlog
 from experiments import summary
 from experiments.__main__ import main
+from tests.helpers import POINT, write_run
 
 GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162}
-POINT = {"nettype": "LeNet", "traintype": "FreeFlipping", "initializer": "heconstant", "seed": 2,
-         "dataset": "mnist", "maxepochs": 3, "batchsize": 25, "lr": 0.001}
 
 
 @pytest.mark.parametrize("name", experiments.study_names())
@@ -94,19 +93,6 @@ def test_plot_groups_keep_the_named_grid_values():
     assert study.plots["he"] == {"initializer": ["he"]}
 
 
-def write_run(outputpath: Path, point: dict, run_id: str, status: str | None, epochs: int | None, **changes) -> Path:
-    """A synthetic run: its Config_ID file (as MaskTrainer records it) and, for `epochs`, a log of that length."""
-    directory = experiments.experiment_directory(point, outputpath)
-    files = runlog.RunFiles(directory, run_id)
-    config = {**experiments.resolved(point), "p1": 0.5, "trainsize": None, "precision": "float32",
-              "status": status, "changedMeans": "flipped", **changes}
-    runlog.write_json(files.config, config)
-    if epochs is not None:
-        log = {key: [0.1] * (epochs + 1) for key in runlog.EPOCH_KEYS}
-        runlog.write_log(files, dict(log, totalWeights=10, remainingWeightsPerLayer=[[[0, 0, 10] * 2]] * (epochs + 1)))
-    return files.config
-
-
 def test_run_directory_uses_canonical_training_type_and_mask(tmp_path):
     directory = experiments.experiment_directory(POINT, tmp_path)
     assert directory == tmp_path / "SignFlipping/LeNet/P1_0.5/flip_relu_heconstant_LR0.001"
@@ -148,13 +134,13 @@ def fake_trainer(tmp_path: Path, monkeypatch, exit_code: int = 0, seconds: float
                       f"time.sleep({seconds})\n"
                       f"sys.exit({exit_code})\n")
     commands = []
-    original = experiments.trainer_command
+    original = experiments.points.trainer_command
 
     def command(point, outputpath, action, config_path):
         real = original(point, outputpath, action, config_path)
         commands.append(real)
         return [sys.executable, str(script), *real[2:]]
-    monkeypatch.setattr(experiments, "trainer_command", command)
+    monkeypatch.setattr(experiments.points, "trainer_command", command)
     monkeypatch.setenv("FAKE_RECORD", str(tmp_path / "record.jsonl"))
     return commands
 

@@ -15,14 +15,14 @@ import Exporter
 import initializers
 import networks
 import runlog
-from training.config import RunConfig
+from settings.config import RunConfig
 from export import ACTIVATION_AT_ZERO, compact_kernels, effective_size
 from export.plain_model import plain_model
-from export.run_files import Preprocessing
+from datasets.preprocessing import Preprocessing, network_input
 from export.trained_run import effective_kernels, network_input_scale
 from masks.layers import MaskedDense, masked_layers
-from training import types as training_types
-from training.config import RunConfig
+from settings import types as training_types
+from settings.config import RunConfig
 
 INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}
 TYPE_AND_MASK = [(name, mask) for name, kind in training_types.TRAINING_TYPES.items() for mask in kind.mask_types]
@@ -66,7 +66,7 @@ def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 
 def masked_predictions(model: keras.Model, preprocessing: Preprocessing, raw: np.ndarray) -> np.ndarray:
-    return predict(model, preprocessing.network_input(raw))
+    return predict(model, network_input(raw, preprocessing.mean_image, preprocessing.std))
 
 
 # --- the full export equals the masked network ------------------------------------------------------------------
@@ -93,10 +93,11 @@ def test_preprocessing_layers_repeat_the_trainers_float32_arithmetic_exactly():
     plain = plain_model(model, effective_kernels(model), preprocessing)
     standardised = keras.Model(plain.input, plain.get_layer("divide_by_std").output)
     raw = np.arange(256, dtype=np.uint8).repeat(4)[:784].reshape(1, 28, 28, 1)
+    trainers = network_input(raw, preprocessing.mean_image, preprocessing.std)
     if EXACT_DIVISION:
-        np.testing.assert_array_equal(predict(standardised, raw), preprocessing.network_input(raw))
+        np.testing.assert_array_equal(predict(standardised, raw), trainers)
     else:
-        np.testing.assert_allclose(predict(standardised, raw), preprocessing.network_input(raw), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(predict(standardised, raw), trainers, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("traintype, masktype", [("SignFlipping", "flip"), ("FreePruning", "mask")])

@@ -9,7 +9,7 @@ import pytest
 
 import experiments
 import runlog
-from tests.test_experiments import POINT, write_run
+from tests.helpers import POINT, write_run
 
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "../x", "a/../../x", "a/..", "", 7, None])

@@ -7,8 +7,8 @@ import initializers
 import networks
 from masks import functions
 from initializers import layer_seed
-from training.config import RunConfig
-from training.types import TRAINING_TYPES
+from settings.config import RunConfig
+from settings.types import TRAINING_TYPES
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
 from networks.assembly import MaxPool2x2
 from tests.helpers import output_and_gradient

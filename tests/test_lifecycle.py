@@ -46,7 +46,7 @@ def unfinished(files: runlog.RunFiles) -> None:
 
 
 def config_digest(files: runlog.RunFiles) -> str:
-    from training.config import RunConfig
+    from settings.config import RunConfig
     return RunConfig.from_dict(json.loads(files.config.read_text()), "test", complete=True).digest()
 
 
@@ -237,13 +237,13 @@ def test_a_network_added_to_the_registry_trains_through_the_cli_with_defaults(tm
 def test_a_default_changed_in_run_config_is_seen_everywhere(tmp_path):
     copy = tmp_path / "repo"
     shutil.copytree(REPO_ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "Outputs", "__pycache__", ".data"))
-    config = copy / "training" / "config.py"
+    config = copy / "settings" / "config.py"
     config.write_text(config.read_text().replace('setting(1e-3, "learning rate', 'setting(0.003, "learning rate'))
     check = ("import MaskTrainer, Plotter, experiments\n"
              "args = MaskTrainer.build_parser().parse_args([])\n"
              "assert MaskTrainer.resolve_run(args)[0].lr == 0.003\n"
              "assert 'LR0.003' in str(Plotter.DEFAULT_EXPERIMENT)\n"
-             "assert experiments.setting({}, 'lr') == 0.003\n")
+             "assert experiments.point_value({}, 'lr') == 0.003\n")
     result = subprocess.run([sys.executable, "-c", check], cwd=copy, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -298,7 +298,7 @@ def test_binary_inputs_that_float16_cannot_hold_are_refused_before_anything_is_w
                                                     ("Conv4", (32, 32, 3), "mixed_bfloat16")])
 def test_binary_networks_allowed_in_mixed_precision_give_outputs_that_vary(nettype, shape, policy):
     import networks
-    from training.config import RunConfig
+    from settings.config import RunConfig
     from training.run import check_precision
     keras.mixed_precision.set_global_policy(policy)
     try:

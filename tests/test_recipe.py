@@ -8,7 +8,7 @@ import pytest
 import MaskTrainer
 from tests.helpers import comparable_log, new_run, only_run
 from training import recipe
-from training.config import ConfigError, RunConfig
+from settings.config import ConfigError, RunConfig
 
 SLICE = ["--trainsize", "1000", "--maxepochs", "2", "--seed", "5"]
 

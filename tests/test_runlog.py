@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import runlog
-from tests.test_datasets import RANDOM_BYTES, unreadable
-from tests.test_datasets import refusal as one_line_refusal
+from tests.helpers import RANDOM_BYTES, unreadable
+from tests.helpers import refusal as one_line_refusal
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -108,7 +108,7 @@ def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp
 
 
 def test_conv_network_trains_on_cifar_layout_data(tmp_path):
-    from tests.test_datasets import write_cifar_batches
+    from tests.helpers import write_cifar_batches
     write_cifar_batches(tmp_path / "data", train=5100, test=50)  # 5,000 validation, 100 to train on
     code = MaskTrainer.main(["--nettype", "Conv2", "--traintype", "SignFlipping", "--maxepochs", "1",
                              "--datadir", str(tmp_path / "data"),

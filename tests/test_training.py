@@ -6,7 +6,7 @@ import pytest
 
 import runlog
 from masks.layers import masked_layers
-from training.types import TRAINING_TYPES
+from settings.types import TRAINING_TYPES
 from tests.helpers import new_run
 
 EPOCHS = 2

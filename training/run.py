@@ -12,6 +12,7 @@ import os
 import secrets
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -22,14 +23,13 @@ import datasets
 import initializers
 import networks
 import runlog
+from datasets.preprocessing import Preprocessing
 from masks.layers import masked_layers
+from settings.config import ConfigError, RunConfig
+from settings.names import CLAIM_ENV, THREAD_ENV
 from training import backends, checkpoint, provenance, recipe, statistics
-from training.config import ConfigError, RunConfig
 from training.interrupts import DeferredInterrupt
 
-CLAIM_ENV = "MASKTRAINER_CLAIM"  # a study runner's claim file, refreshed after every epoch (experiments)
-# Thread limits the study runner sets per job; TensorFlow's results depend on them in the last bits.
-THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "PJRT_NPROC", "OMP_NUM_THREADS")
 # The per-epoch values under Keras's names, for callbacks such as EarlyStopping(monitor="val_accuracy").
 KERAS_LOG_NAMES = {"trainLoss": "loss", "trainAccuracy": "accuracy", "valLoss": "val_loss",
                    "valAccuracy": "val_accuracy", "testLoss": "test_loss", "testAccuracy": "test_accuracy"}
@@ -58,15 +58,17 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_record(settings: RunConfig) -> dict:
-    """The configuration file of a new run: its settings (seed drawn, dataset named) and the record fields."""
+def new_record(settings: RunConfig) -> tuple[RunConfig, dict]:
+    """A new run's settings (seed drawn, dataset named) and its configuration record: those settings and the record
+    fields. `Run` adds what loading the data tells to its own copy, `Run.record`, which is what the caller writes."""
     backend = backends.current()
-    seed = settings.seed or draw_seed()
-    return {**settings.to_dict(), "seed": seed, "requestedSeed": settings.seed, "dataset": settings.dataset_name(),
-            "changedMeans": settings.training_type.changed_means,
-            "scoreInitializer": settings.training_type.score_initializer, "runId": runlog.new_run_id(),
-            "backend": backend.NAME, "versions": library_versions(backend), "threads": thread_settings(),
-            "startTime": now(), "status": "running"}
+    run_settings = replace(settings, seed=settings.seed or draw_seed(), dataset=settings.dataset_name())
+    return run_settings, {
+        **run_settings.to_dict(), "requestedSeed": settings.seed,
+        "changedMeans": settings.training_type.changed_means,
+        "scoreInitializer": settings.training_type.score_initializer, "runId": runlog.new_run_id(),
+        "backend": backend.NAME, "versions": library_versions(backend), "threads": thread_settings(),
+        "startTime": now(), "status": "running"}
 
 
 def thread_settings() -> dict[str, str]:
@@ -76,8 +78,8 @@ def thread_settings() -> dict[str, str]:
 
 def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
     """A configuration file to resume: its settings, checked like the command line's, and the whole record."""
-    record = runlog.read_json(files.config)
-    settings = RunConfig.from_dict(record, str(files.config), complete=True)
+    config = runlog.read_config(files)
+    settings, record = config.settings, config.data
     if settings.seed == 0 or settings.dataset is None:
         raise ConfigError(f"{files.config}: records no seed or dataset; it was not written by MaskTrainer")
     if not isinstance(record.get("jitCompiled", False), bool) or not isinstance(record.get("threads", {}), dict):
@@ -135,14 +137,15 @@ class Run:
     """A run being trained: the model, its compiled steps, the data and the files it writes.
 
     The constructor loads and checks the data, builds the model and restores a resumed run's state, every file
-    checked first; it writes nothing, so a refused resume changes no file (callers write the configuration
-    before `train()`). `train()` writes.
+    checked first; it writes nothing, so a refused resume changes no file. `record` is the caller's and stays as it
+    is: the run's own copy, `self.record`, adds the data's source and sizes and the compilation chosen, and is what
+    callers write (the configuration, before `train()`). `train()` writes.
     """
 
     def __init__(self, settings: RunConfig, record: dict, files: runlog.RunFiles, verbose: bool = False,
                  callbacks: list[keras.callbacks.Callback] | None = None,
                  print_line: Callable[[str], None] = print):
-        self.settings, self.record, self.files = settings, record, files
+        self.settings, self.files = settings, files
         self.verbose, self.print_line = verbose, print_line
         self.backend = backends.current()
         self.backend.enable_determinism()  # every draw is seeded explicitly (weights, scores, shuffles): no global seed
@@ -150,7 +153,7 @@ class Run:
         raw, source = datasets.load_raw(settings.dataset, datasets.resolve_data_directory(settings.datadir))
         self.data = datasets.preprocess(raw, settings.trainsize)
         self.data_digests = provenance.data_digests(raw)  # recorded at epoch 0, checked on resuming
-        record.update(datasetSource=source, datasetSizes=self.data.sizes())
+        self.record = {**record, "datasetSource": source, "datasetSizes": self.data.sizes()}
         training_type = settings.training_type
         network = networks.get(settings.nettype)
         batchnorm = {"batchnorm": settings.batchnorm} if network.batchnorm else {}
@@ -166,10 +169,11 @@ class Run:
             self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer, name="loss_scale_optimizer")
         # The model carries its optimizer, as under `fit`: callbacks read it, and the saved model includes it.
         self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
-        record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))  # kept on resume
+        # kept on resume
+        self.record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))
         self.steps = self.backend.Steps(
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
-            record["jitCompiled"], self.backend.steps_per_call(record["jitCompiled"], network.convolutional),
+            self.record["jitCompiled"], self.backend.steps_per_call(self.record["jitCompiled"], network.convolutional),
             settings.weightdecay)
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
         self.interrupt = DeferredInterrupt()
@@ -177,8 +181,8 @@ class Run:
 
     def preprocessing(self) -> dict[str, np.ndarray]:
         """What turns raw pixels into the network's input: x / 255, minus the mean image, over std, times input_scale."""
-        return {"mean_image": self.data.mean_image, "std": np.float32(self.data.std),
-                "input_scale": np.float32(input_scale(self.settings.initializer, self.model))}
+        return Preprocessing(self.data.mean_image, np.float32(self.data.std),
+                             np.float32(input_scale(self.settings.initializer, self.model))).arrays()
 
     def record_epoch(self, log: dict, epoch: int, seconds: float) -> None:
         """Evaluate the three sets and the masks, and append epoch `epoch` to `log`; RunFailed if not finite."""

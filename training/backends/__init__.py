@@ -30,7 +30,7 @@ def requested() -> str:
 
 def check_supported(name: str | None = None) -> str:
     """`name` (default: the requested backend) if this project runs on it; else a one-line ConfigError."""
-    from training.config import ConfigError
+    from settings.config import ConfigError
     name = name or requested()
     if name not in SUPPORTED:
         raise ConfigError(f"KERAS_BACKEND={name} is not supported; use {' or '.join(SUPPORTED)}")

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-import runlog
-from training import types as training_types
+from settings import identity as run_identity, types as training_types
+from settings.identity import DIRECTORY_SETTINGS, NOT_IDENTITY
 
 
 class ConfigError(ValueError):
@@ -89,7 +89,7 @@ def seed_value(value) -> str | None:
     return None if _is_int(value) and 0 <= value < 2**31 else "a seed in [0, 2^31)"
 
 
-def text(value) -> str | None:
+def nonempty_text(value) -> str | None:
     return None if isinstance(value, str) and value else "a non-empty string"
 
 
@@ -116,11 +116,11 @@ class RunConfig:
     p1: float = setting(0.5, "probability of a positive weight (heconstant, binary)", check=probability, parse=float)
     lr: float = setting(1e-3, "learning rate (the first epoch's, under a schedule)", check=positive_number,
                         parse=float)
-    outputpath: str = setting("Outputs", "root of the results tree", check=text)
+    outputpath: str = setting("Outputs", "root of the results tree", check=nonempty_text)
     dataset: str | None = setting(None, "default: mnist for LeNet, cifar10 for ConvN", choices=_dataset_names,
                                   optional=True)
     datadir: str | None = setting(None, "folder with mnist/, cifar10/, fashion-mnist/ (default: $MASKTRAINER_DATA)",
-                                  check=text, optional=True)
+                                  check=nonempty_text, optional=True)
     trainsize: int | None = setting(None, "train on the first N training images only (default: all)",
                                     check=positive_integer, parse=int, optional=True)
     jit: str = setting("auto", "compile the training loop with XLA (auto: as measured best per backend and device)",
@@ -221,7 +221,7 @@ class RunConfig:
     def experiment_directory(self) -> Path:
         """Where the run's files go (SPEC.md section 7)."""
         config = self.resolved()
-        return runlog.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
+        return run_identity.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
                                            config.masktype, config.activation, config.initializer, config.lr,
                                            config.keep, config.recipe_tags())
 
@@ -229,8 +229,8 @@ class RunConfig:
         """The recipe settings that differ from the paper's (Adam, constant rate, no augmentation, BatchNorm
         trained), for the directory name: runs of another recipe never share an experiment directory."""
         tags = [] if self.optimizer == default("optimizer") else [self.optimizer]
-        tags += [f"M{runlog.format_number(self.momentum)}"] if self.momentum else []
-        tags += [f"WD{runlog.format_number(self.weightdecay)}"] if self.weightdecay else []
+        tags += [f"M{run_identity.format_number(self.momentum)}"] if self.momentum else []
+        tags += [f"WD{run_identity.format_number(self.weightdecay)}"] if self.weightdecay else []
         tags += [] if self.lrschedule == default("lrschedule") else [self.lrschedule]
         tags += ["aug"] if self.augment else []
         return tags + (["BNfrozen"] if self.batchnorm == "frozen" else [])
@@ -242,8 +242,7 @@ class RunConfig:
         default, is left out, so the identity of a run recorded before it existed holds."""
         config = replace(self.resolved(), dataset=self.dataset_name())
         return {name: value for name, value in config.to_dict().items()
-                if name not in ("outputpath", "datadir", "jit", "maxepochs")
-                and not (name in ADDED_SINCE and value == default(name))}
+                if name not in NOT_IDENTITY and not (name in ADDED_SINCE and value == default(name))}
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""
@@ -255,9 +254,9 @@ _FIELDS = {item.name: item for item in fields(RunConfig)}
 # Settings added after configuration files were first written: a file without them takes their default.
 ADDED_SINCE = ("keep", "optimizer", "momentum", "weightdecay", "lrschedule", "augment", "batchnorm")
 SETTING_NAMES = tuple(_FIELDS)
-# The settings a run's experiment directory names (SPEC.md section 7; `keep` too, for EdgePopup), in path order.
-DIRECTORY_SETTINGS = ("traintype", "nettype", "p1", "masktype", "activation", "initializer", "lr", "keep", "optimizer",
-                      "momentum", "weightdecay", "lrschedule", "augment", "batchnorm")
+# The settings that must agree, beside those the experiment directory names, for two recorded runs to be one run
+# (`settings.identity`): the seed, the dataset, the batch size, ...
+MATCHED_SETTINGS = tuple(name for name in SETTING_NAMES if name not in DIRECTORY_SETTINGS + NOT_IDENTITY)
 
 
 def default(name: str):
