@@ -17,7 +17,7 @@ import numpy as np
 import runlog
 from experiments.studies import contained
 from export import compaction
-from settings.config import MATCHED_SETTINGS as MATCHED_KEYS  # with DIRECTORY_KEYS: a run's identity
+from settings.config import MATCHED_SETTINGS as MATCHED_KEYS, default  # with DIRECTORY_KEYS: a run's identity
 from settings.identity import DIRECTORY_SETTINGS as DIRECTORY_KEYS
 # The figures Plotter.py writes into each experiment directory it plots (as .png and .pdf).
 EXPERIMENT_FIGURES = ("Accuracy_Sparsity", "Layer_Remaining")
@@ -34,10 +34,11 @@ CSV_COLUMNS = ("directory", "configuration", "runs", "epochs", "final test accur
 
 
 def run_identity(config: dict) -> tuple | None:
-    """What makes two recorded runs the same run (settings and seed); None for a run with no recorded seed."""
+    """What makes two recorded runs the same run (settings and seed); None for a run with no recorded seed. A
+    setting added since an older run was recorded counts at its default."""
     if config.get("seed") is None:
         return None
-    return tuple(str(config.get(key)) for key in DIRECTORY_KEYS + MATCHED_KEYS)
+    return tuple(str(config.get(key, default(key))) for key in DIRECTORY_KEYS + MATCHED_KEYS)
 
 
 def one_run_per_seed(runs: list[runlog.RecordedRun]) -> tuple[list[runlog.RecordedRun], str | None]:
