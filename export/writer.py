@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 import datasets
+import networks
 import runlog
 from export import ExportError
 from export.compaction import effective_size
@@ -58,7 +59,8 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     check_output(out)
     trained = read_trained_run(record)
     dtype = trained.config.get("precision", "float32")
-    size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template))
+    size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template),
+                          chain=networks.get(trained.template.name).compactable)
     full = plain_model(trained.template, trained.kernels, trained.preprocessing, dtype=dtype)
     if compact:
         full_bytes = model_bytes(full, out)
