@@ -14,7 +14,8 @@ import runlog
 from experiments import summary
 from experiments.__main__ import main
 
-GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162}
+GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162,
+              "resnet": 10, "conv8": 10}
 POINT = {"nettype": "LeNet", "traintype": "FreeFlipping", "initializer": "heconstant", "seed": 2,
          "dataset": "mnist", "maxepochs": 3, "batchsize": 25, "lr": 0.001}
 

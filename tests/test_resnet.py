@@ -67,3 +67,15 @@ def test_resnet20_run_exports_and_compacts_to_its_logged_accuracy(tmp_path, trai
     full, compact = (keras.saving.load_model(tmp_path / f"{name}.keras") for name in ("full", "compact"))
     raw = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(full(raw)), keras.ops.convert_to_numpy(compact(raw)))
+
+
+def test_plotter_draws_and_tabulates_a_resnet20_run(tmp_path, trained_runs, monkeypatch):
+    """Its 22 masked layers as a heat map with a named row each; the table's effective size is the full one."""
+    import Plotter
+    figures = []
+    monkeypatch.setattr(Plotter, "save", lambda figure, stem, show: figures.append(figure))
+    directory = trained_runs["trainable"].files.directory
+    assert Plotter.main([str(directory), "--out", str(tmp_path / "Comparison")]) == 0
+    labels = [label.get_text() for label in figures[1].axes[0].get_yticklabels()]
+    assert len(labels) == 22 and labels[0] == "conv_1" and "shortcut_10" in labels and labels[-1] == "dense_22"
+    assert "270,896 of 270,896 (100.0%)" in (tmp_path / "Summary.md").read_text()
