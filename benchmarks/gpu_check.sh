@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check in ONE call of the `device` tool (about 6 minutes on an H200 before the ResNet20 rows, which are
-# not timed there yet): Conv6/Conv2/ResNet20 masked vs
-# Baseline step times through JAX, then the conv-short study (Conv2, 4 types, 5 epochs) to compare with REPRODUCTION.md's
-# TensorFlow CPU numbers. At most 8 files come back under $OUT.
+# The GPU check in ONE call of the `device` tool (about 6 minutes on an H200 before the ResNet20 rows, not timed
+# there yet): Conv6/Conv2/ResNet20 masked vs Baseline step times through JAX, then the conv-short study (Conv2,
+# 4 types, 5 epochs) to compare with REPRODUCTION.md's TensorFlow CPU numbers. At most 8 files come back under $OUT.
 #
 # Prepare on the development machine, from the repository root (the GPU machine has Python 3.12 and JAX with
 # CUDA, but no Keras and no internet):
