@@ -25,14 +25,16 @@ NETWORKS_BUILD = networks.build
 
 @pytest.fixture(scope="module")
 def trained_runs(cifar, tmp_path_factory) -> dict:
-    """One finished run per BatchNorm mode; `--jit off`: compiling costs more than it saves on one small epoch."""
+    """One finished run per BatchNorm mode; on TensorFlow `--jit off`: compiling costs more than it saves on one small
+    epoch (JAX without it runs op by op)."""
+    jit = "off" if keras.backend.backend() == "tensorflow" else "auto"
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
         for batchnorm in networks.BATCHNORM_MODES:
             # until the trainer takes --batchnorm, the mode is the default of the build it calls
             patch.setattr(networks, "build", partial(NETWORKS_BUILD, batchnorm=batchnorm))
             runs[batchnorm] = new_run(tmp_path_factory.mktemp(batchnorm), cifar, "--nettype", "ResNet20",
-                                      "--maxepochs", "1", "--seed", "4", "--lr", "0.01", "--jit", "off")
+                                      "--maxepochs", "1", "--seed", "4", "--lr", "0.01", "--jit", jit)
             runs[batchnorm].train()
     return runs
 
