@@ -128,7 +128,11 @@ def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, pr
     if not trains_weights:
         provenance.check_frozen_weights(statistics.kernels(model), statistics.kernels(template), path)
     for layer in unmasked_layers_with_weights(template):
-        layer.set_weights(model.get_layer(layer.name).get_weights())
+        try:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+        except ValueError as error:  # no such layer, or other weights (another BatchNorm mode)
+            raise ExportError(f"{path}: its {layer.name} does not fit the network of the run's configuration "
+                              f"({(str(error).strip().splitlines() or [''])[0][:200]})") from None
     return effective_kernels(model)
 
 
