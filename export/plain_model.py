@@ -4,8 +4,8 @@ Each masked layer becomes a `Dense` / `Conv2D` without bias whose kernel is the 
 layer `masks.layers.standard_layer` makes, which `masks.strip` uses too); the
 project's `MaxPool2x2` becomes `MaxPooling2D(2)` (same values); `Flatten`, binary's `input_scale` `Rescaling`,
 and a ResNet's BatchNorm (with its trained values), adds, activations and average pooling stay. The network is
-cloned along its functional graph (as `masks.strip` clones), so residual networks export as they are. In front come three `Normalization` layers that repeat the trainer's float32 arithmetic
-operation by operation, `(raw / 255 - mean_image) / std`: a `Normalization` divides, whereas `Rescaling(1 / 255)`
+cloned along its functional graph (as `masks.strip` clones), so residual networks export as they are. In front
+come three `Normalization` layers that repeat the trainer's float32 arithmetic operation by operation, `(raw / 255 - mean_image) / std`: a `Normalization` divides, whereas `Rescaling(1 / 255)`
 multiplies by a rounded reciprocal and differs from `raw / 255` in the last bit for most pixels, which can flip
 a prediction. The file loads with `keras.saving.load_model` in safe mode, without this project.
 """

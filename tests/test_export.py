@@ -45,8 +45,9 @@ def trained_network(nettype: str, traintype: str = "FreePruning", masktype: str 
     """A masked network as training leaves it: random normal scores (so masks are mixed), or for Baseline
     randomly changed weights."""
     settings = RunConfig(traintype=traintype, masktype=masktype).resolved()
+    options = settings.training_type.layer_options(settings.masktype, settings.keep)
     model = networks.build(nettype, INPUT_SHAPES[nettype], activation=activation, initializer=initializer, seed=seed,
-                           batchnorm=batchnorm, **settings.training_type.layer_options(settings.masktype, settings.keep))
+                           batchnorm=batchnorm, **options)
     rng = np.random.default_rng(seed + 100)
     for layer in masked_layers(model):
         if layer.scores is None:
