@@ -198,17 +198,34 @@ def accuracy_figure(experiments: list[Experiment], labels: list[str], title: str
     return figure
 
 
+LINES_UP_TO = 12  # masked layers drawn as one line each; a deeper network (the ResNets: 22 to 58) as a heat map
+
+
 def layer_figure(experiment: Experiment, label: str) -> Figure:
-    """The remaining (pruning) or unflipped (flipping) fraction of each masked layer per epoch."""
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for layer, name in enumerate(experiment.layer_names):
-        draw_band(axes, experiment.epochs, experiment.layer_remaining[:, :, layer], name)
+    """The remaining (pruning) or unflipped (flipping) fraction of each masked layer per epoch: a line and band per
+    layer, or for more than LINES_UP_TO layers, which no legend keeps apart, the mean as a heat map with one named
+    row per layer."""
     kept = {"flipped": "signs unflipped", "pruned and flipped": "weights kept as drawn"}.get(
         experiment.config["changedMeans"], "weights remaining")
-    finish_axes(axes, f"fraction of {kept} (positive masks)")
+    names = experiment.layer_names
+    if len(names) <= LINES_UP_TO:
+        figure, axes = plt.subplots(figsize=(8, 5))
+        for layer, name in enumerate(names):
+            draw_band(axes, experiment.epochs, experiment.layer_remaining[:, :, layer], name)
+        finish_axes(axes, f"fraction of {kept} (positive masks)")
+        axes.set_title(f"{label}: {experiment.runs_text}\n{BAND_NOTE}", fontsize=10)
+        axes.legend(title="masked layer", fontsize=8)
+    else:
+        figure, axes = plt.subplots(figsize=(8, 1.5 + 0.15 * len(names)))
+        epochs = experiment.epochs
+        image = axes.imshow(experiment.layer_remaining.mean(axis=0).T, aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                            interpolation="nearest", extent=(epochs[0] - 0.5, epochs[-1] + 0.5, len(names) - 0.5, -0.5))
+        axes.set_yticks(range(len(names)), names, fontsize=6)
+        axes.set_ylabel("masked layer (input at the top)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        figure.colorbar(image, ax=axes, label=f"fraction of {kept} (positive masks)")
+        axes.set_title(f"{label}: {experiment.runs_text}\nmean over runs", fontsize=10)
     axes.set_xlabel("epoch (0 = the untrained network)")
-    axes.set_title(f"{label}: {experiment.runs_text}\n{BAND_NOTE}", fontsize=10)
-    axes.legend(title="masked layer", fontsize=8)
     figure.tight_layout()
     return figure
 

@@ -109,16 +109,19 @@ def variants(network: str, traintypes: tuple[str, ...], jit: str, determinism: b
 
 
 def sections(quick: bool, jit: str, determinism: bool) -> list[Section]:
-    """LeNet over a whole MNIST epoch; Conv2 and Conv6 on CIFAR-10 slices, at batch 128 fewer types.
+    """LeNet over a whole MNIST epoch; Conv2 and Conv6 on CIFAR-10 slices, at batch 128 fewer types; ResNet20 at
+    its recipe's batch (64), Baseline against the two kinds of mask (pruning, flipping).
 
     Every training type is timed at the default batch size (25); batch 128, which is there for the
     throughput, times Baseline and FreePruning only, to keep a full run near 20 minutes on 2 cores.
     """
     every = tuple(TRAINING_TYPES)
     pair = ("Baseline", "FreePruning")
-    sizes = ([("LeNet", 25, 2500, every), ("Conv2", 25, 50, every), ("Conv2", 128, 256, pair)] if quick
+    resnet = ("Baseline", "FreePruning", "SignFlipping")
+    sizes = ([("LeNet", 25, 2500, every), ("Conv2", 25, 50, every), ("Conv2", 128, 256, pair),
+              ("ResNet20", 64, 128, resnet)] if quick
              else [("LeNet", 25, 55000, every), ("Conv2", 25, 800, every), ("Conv2", 128, 1024, pair),
-                   ("Conv6", 25, 400, every), ("Conv6", 128, 384, pair)])
+                   ("Conv6", 25, 400, every), ("Conv6", 128, 384, pair), ("ResNet20", 64, 640, resnet)])
     if BACKEND.device() == "GPU" and not quick:  # a GPU step takes well under a millisecond: time whole epochs
         sizes = [(network, batch, 45000, types) for network, batch, _, types in sizes]
     return [Section(network, batch, images, variants(network, types, jit, determinism))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check in ONE call of the `device` tool (about 6 minutes on an H200): Conv6/Conv2 masked vs Baseline
-# step times through JAX, then the conv-short study (Conv2, 4 types, 5 epochs) to compare with REPRODUCTION.md's
-# TensorFlow CPU numbers. At most 8 files come back under $OUT.
+# The GPU check in ONE call of the `device` tool (about 6 minutes on an H200 before the ResNet20 rows, not timed
+# there yet): Conv6/Conv2/ResNet20 masked vs Baseline step times through JAX, then the conv-short study (Conv2,
+# 4 types, 5 epochs) to compare with REPRODUCTION.md's TensorFlow CPU numbers. At most 8 files come back under $OUT.
 #
 # Prepare on the development machine, from the repository root (the GPU machine has Python 3.12 and JAX with
 # CUDA, but no Keras and no internet):
@@ -29,10 +29,10 @@ fi
     > "$OUT/machine.txt" 2>&1
 STUDY=conv-short
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # a CPU rehearsal: tiny sizes, and a study of two 1-epoch runs
-    BENCH=(--quick --networks Conv2)
+    BENCH=(--quick --networks Conv2 ResNet20)
     STUDY=/tmp/gpu_check_quick.toml
     printf '[grid]\ntraintype = ["Baseline", "FreePruning"]\nseed = [1]\n[fixed]\nnettype = "Conv2"\nmaxepochs = 1\ntrainsize = 200\n' > "$STUDY"
-else BENCH=(--networks Conv2 Conv6); fi
+else BENCH=(--networks Conv2 Conv6 ResNet20); fi
 python3 -m benchmarks.bench_training --backend jax "${BENCH[@]}" --repeats 5 --datadir "$DATA" \
     --output "$OUT/bench_jax.json" > "$OUT/bench_jax.txt" 2>&1 || echo "benchmark failed: see bench_jax.txt"
 python3 -m experiments run "$STUDY" --outputpath /tmp/gpu_runs --jobs 2 \

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+import networks
 import runlog
 from experiments.studies import contained
 from export import compaction
@@ -123,7 +124,8 @@ def effective_size(run: runlog.RecordedRun) -> compaction.EffectiveSize | None:
     if set(weights) != set(masks):
         raise runlog.RunLogError(f"{run.files.masks}: its layers are not those of {run.files.weights}")
     return compaction.effective_size({name: weights[name] * masks[name] for name in weights},
-                                     run.config.get("activation", "relu"))
+                                     run.config.get("activation", "relu"),
+                                     chain=networks.get(run.config["nettype"]).compactable)
 
 
 def summarise(label: str, runs: list[runlog.RecordedRun], directory: str = "") -> Row:

@@ -13,6 +13,11 @@ fastest), whatever pooling lies between. A hidden unit (or filter) is removed wh
   still feeds the next layer: such a unit is kept).
 Both rules are applied until nothing changes. A removed unit contributes exactly zero to the next layer, so the
 compact network computes the same function. The output units are never removed, nor the input.
+
+The rules hold for a chain of masked layers with only pooling and flattening between them. In a network that is not
+one (`networks.NetworkSpec.compactable`: the ResNets), a residual add carries a unit's input past its kernels and a
+BatchNorm turns a filter without weights into a constant, so nothing is removed there (`chain=False`): the sizes
+are the full ones, which is exact, if not the smallest.
 """
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -156,14 +161,27 @@ def compact_kernels(kernels: Sequence[np.ndarray] | Mapping[str, np.ndarray],
     return compact
 
 
-def effective_size(kernels: Sequence[np.ndarray] | Mapping[str, np.ndarray], activation: str) -> EffectiveSize:
+def _full_size(kernel: np.ndarray) -> LayerSize:
+    """A layer of which nothing is removed."""
+    units, nonzero = int(kernel.shape[-1]), int(np.count_nonzero(kernel))
+    return LayerSize(kind="conv" if kernel.ndim == 4 else "dense", units=units, units_kept=units,
+                     parameters=int(kernel.size), parameters_kept=int(kernel.size), nonzero=nonzero,
+                     nonzero_kept=nonzero)
+
+
+def effective_size(kernels: Sequence[np.ndarray] | Mapping[str, np.ndarray], activation: str,
+                   chain: bool = True) -> EffectiveSize:
     """Per-layer units kept and the effective parameter count of the compact network.
 
     `kernels`: the effective kernels W * m(S) of the masked layers in layer order (a list, or a mapping such as
     `{name: weights[name] * masks[name]}` read from a run's Weights and Masks files); `activation`: the hidden
-    layers' activation (the last layer's units are never removed, so its activation does not matter).
+    layers' activation (the last layer's units are never removed, so its activation does not matter); `chain`:
+    whether the masked layers form a chain whose units may be removed (see the module's docstring).
     """
     kernels = _as_list(kernels)
+    if not chain:
+        return EffectiveSize(tuple(_full_size(kernel) for kernel in kernels),
+                             tuple(np.ones(kernel.shape[-1], dtype=bool) for kernel in kernels))
     groups = _input_groups(kernels)
     connections = [_connections(kernel, group) for kernel, group in zip(kernels, groups)]
     zero_rule = maps_zero_to_zero(activation)

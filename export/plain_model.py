@@ -2,9 +2,10 @@
 
 Each masked layer becomes a `Dense` / `Conv2D` without bias whose kernel is the effective kernel W * m(S) (the
 layer `masks.layers.standard_layer` makes, which `masks.strip` uses too); the
-project's `MaxPool2x2` becomes `MaxPooling2D(2)` (same values); `Flatten` and binary's `input_scale`
-`Rescaling` stay. In front come three `Normalization` layers that repeat the trainer's float32 arithmetic
-operation by operation, `(raw / 255 - mean_image) / std`: a `Normalization` divides, whereas `Rescaling(1 / 255)`
+project's `MaxPool2x2` becomes `MaxPooling2D(2)` (same values); `Flatten`, binary's `input_scale` `Rescaling`,
+and a ResNet's BatchNorm (with its trained values), adds, activations and average pooling stay. The network is
+cloned along its functional graph (as `masks.strip` clones), so residual networks export as they are. In front
+come three `Normalization` layers that repeat the trainer's float32 arithmetic operation by operation, `(raw / 255 - mean_image) / std`: a `Normalization` divides, whereas `Rescaling(1 / 255)`
 multiplies by a rounded reciprocal and differs from `raw / 255` in the last bit for most pixels, which can flip
 a prediction. The file loads with `keras.saving.load_model` in safe mode, without this project.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 import keras
 import numpy as np
 
+import networks
 from export.errors import ExportError
 from export.compaction import compact_kernels, effective_size
 from datasets.preprocessing import Preprocessing
@@ -46,30 +48,24 @@ def preprocessing_layers(preprocessing: Preprocessing) -> list[keras.layers.Laye
     ]
 
 
-def _plain_masked(layer: MaskedDense | MaskedConv2D, kernel: np.ndarray, dtype: str) -> keras.layers.Layer:
-    """The standard Dense or Conv2D for an exported (possibly compacted) kernel, as `masks.strip` makes it."""
-    return standard_layer(layer, units=kernel.shape[-1], dtype=dtype)
+# Layers of the networks that are standard Keras already: copied with their weights (BatchNorm's trained gamma,
+# beta and moving statistics) in the export's dtype policy.
+STANDARD_LAYERS = (keras.layers.Flatten, keras.layers.BatchNormalization, keras.layers.Add, keras.layers.Activation,
+                   keras.layers.AveragePooling2D)
 
 
-# Plain counterparts: of the masked layers (given their exported kernel), and of the layers without weights.
-PLAIN_MASKED_LAYERS = {MaskedDense: _plain_masked, MaskedConv2D: _plain_masked}
-PLAIN_LAYERS = {
-    MaxPool2x2: lambda layer, dtype: keras.layers.MaxPooling2D(2, name=layer.name, dtype=dtype),
-    keras.layers.Flatten: lambda layer, dtype: keras.layers.Flatten(name=layer.name, dtype=dtype),
-    # the input scale keeps the trainer's own dtype (float32 whatever the precision: networks.assembly)
-    keras.layers.Rescaling: lambda layer, dtype: keras.layers.Rescaling(layer.scale, layer.offset, name=layer.name,
-                                                                        dtype=layer.dtype_policy),
-}
-
-
-def _chain(template: keras.Model) -> list[keras.layers.Layer]:
-    """The template's layers after its input, checked to form a chain (each reads the previous one's output)."""
-    layers = template.layers
-    for previous, layer in zip(layers, layers[1:]):
-        if layer.input is not previous.output:
-            raise ExportError(f"network {template.name}: layer {layer.name} does not read {previous.name}; "
-                              f"only chains of layers can be exported")
-    return layers[1:]
+def _plain_layer(layer: keras.layers.Layer, kernels: Mapping[str, np.ndarray], dtype: str) -> tuple:
+    """The standard Keras layer standing for `layer` in the export, and the weights it is given once built."""
+    if isinstance(layer, (MaskedDense, MaskedConv2D)):  # as `masks.strip` makes it, for a possibly compacted kernel
+        kernel = kernels[layer.name]
+        return standard_layer(layer, units=kernel.shape[-1], dtype=dtype), [kernel]
+    if isinstance(layer, MaxPool2x2):
+        return keras.layers.MaxPooling2D(2, name=layer.name, dtype=dtype), []
+    if isinstance(layer, keras.layers.Rescaling):  # the input scale keeps the trainer's float32 (networks.assembly)
+        return keras.layers.Rescaling.from_config(layer.get_config()), []
+    if isinstance(layer, STANDARD_LAYERS):
+        return type(layer).from_config({**layer.get_config(), "dtype": dtype}), layer.get_weights()
+    raise ExportError(f"layer {layer.name}: no plain Keras counterpart for {type(layer).__name__}")
 
 
 def hidden_activation(template: keras.Model) -> str:
@@ -81,14 +77,16 @@ def plain_model(template: keras.Model, kernels: Mapping[str, np.ndarray], prepro
                 compact: bool = False, dtype: str = "float32") -> keras.Model:
     """The plain Keras model of the masked network `template` with effective kernels `kernels`.
 
-    `compact` removes the units and filters that cannot affect the output (`export.compaction`); `dtype` is
-    the dtype policy of the network's layers (the run's precision; the preprocessing is always float32).
+    `compact` removes the units and filters that cannot affect the output (`export.compaction`; none in a network
+    that is not `compactable`, such as the ResNets); `template` holds the trained values of its other layers
+    (BatchNorm's); `dtype` is the dtype policy of the network's layers (the run's precision; the preprocessing is
+    always float32).
     """
     names = [layer.name for layer in masked_layers(template)]
     if list(kernels) != names:
         raise ExportError(f"kernels for {', '.join(kernels)} given; network {template.name} has {', '.join(names)}")
     exported = [np.asarray(kernel, dtype=np.float32) for kernel in kernels.values()]
-    if compact:
+    if compact and networks.get(template.name).compactable:
         exported = compact_kernels(exported, effective_size(exported, hidden_activation(template)).kept)
     exported = dict(zip(names, exported))
 
@@ -96,14 +94,16 @@ def plain_model(template: keras.Model, kernels: Mapping[str, np.ndarray], prepro
     x = inputs
     for layer in preprocessing_layers(preprocessing):
         x = layer(x)
-    for layer in _chain(template):
-        if type(layer) in PLAIN_MASKED_LAYERS:
-            plain = PLAIN_MASKED_LAYERS[type(layer)](layer, exported[layer.name], dtype)
-            x = plain(x)
-            plain.set_weights([exported[layer.name]])
-        elif type(layer) in PLAIN_LAYERS:
-            x = PLAIN_LAYERS[type(layer)](layer, dtype)(x)
-        else:
-            raise ExportError(f"network {template.name}: no plain Keras counterpart for layer {layer.name} "
-                              f"({type(layer).__name__})")
-    return keras.Model(inputs, x, name=f"{template.name}_export")
+    filled = []
+
+    def clone_function(layer):
+        plain, weights = _plain_layer(layer, exported, dtype)
+        filled.append((plain, weights))
+        return plain
+
+    # What keras.models.clone_model does inside; its public form rebuilds the graph from the preprocessed tensor
+    # anew, whose output is then not the one that reaches the raw input here
+    outputs = template._run_through_graph(x, operation_fn=clone_function)
+    for plain, weights in filled:
+        plain.set_weights(weights)
+    return keras.Model(inputs, outputs, name=f"{template.name}_export")

@@ -6,7 +6,9 @@ redraws the frozen W from the seed); the trained effective kernels W * m(S) come
 the configuration builds, a frozen W must be the one drawn from the seed, and the counts of negative, zero and
 positive effective weights must be those the log recorded for the epoch exported, and each file must have the
 digest the run recorded for it (`training.provenance`, the trainer's own checks): files of another network or
-another run, or edited ones, are refused with a line naming the file.
+another run, or edited ones, are refused with a line naming the file. The trained values of the layers that are
+not masked (a ResNet's BatchNorm: gamma, beta and moving statistics) are put into the template from the Model
+or Checkpoint file; Weights and Masks files do not hold them, so such a network is not exported from those.
 """
 import zipfile
 from dataclasses import dataclass
@@ -18,10 +20,10 @@ import numpy as np
 import networks
 import networks.assembly  # registers the layers and initializers a Model file holds
 import runlog
-from export.errors import ExportError
 from datasets.preprocessing import Preprocessing
+from export.errors import ExportError
 from export.run_files import RunRecord
-from masks.layers import masked_layers
+from masks.layers import MaskedLayer, masked_layers
 from settings import types as training_types
 from training import checkpoint, provenance, statistics
 
@@ -31,7 +33,7 @@ class TrainedRun:
     """A run's trained network: its record, the epoch, the layer sequence and the effective kernels."""
     record: RunRecord
     epoch: int  # the epoch whose network the kernels are
-    template: keras.Model  # the masked network the configuration builds: the layer sequence to export
+    template: keras.Model  # the masked network the configuration builds, with its trained unmasked layers
     kernels: dict[str, np.ndarray]  # effective kernels W * m(S) by layer name, in layer order
 
     @property
@@ -62,7 +64,7 @@ def build_template(config: dict, config_path: Path, input_shape: tuple[int, ...]
         training_type = training_types.get(config["traintype"])
         return networks.build(
             config["nettype"], input_shape, activation=config["activation"], initializer=config["initializer"],
-            p1=config["p1"], seed=config["seed"],
+            p1=config["p1"], seed=config["seed"], batchnorm=config.get("batchnorm", "trainable"),
             **training_type.layer_options(config["masktype"], config.get("keep")))
     except (ValueError, TypeError, KeyError) as error:
         raise ExportError(f"{config_path}: cannot build its network ({error})") from None
@@ -108,6 +110,11 @@ def effective_kernels(model: keras.Model) -> dict[str, np.ndarray]:
     return {layer.name: keras.ops.convert_to_numpy(layer.effective_kernel) for layer in masked_layers(model)}
 
 
+def unmasked_layers_with_weights(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers whose trained values are neither W nor m(S) (BatchNorm's), which only Model and Checkpoint hold."""
+    return [layer for layer in model.layers if layer.weights and not isinstance(layer, MaskedLayer)]
+
+
 def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, preprocessing_path: Path,
                      digest: str | None) -> dict:
     provenance.check_file(path, digest, "the model the run saved")
@@ -122,11 +129,21 @@ def _from_model_file(path: Path, template: keras.Model, trains_weights: bool, pr
     _check_shapes({layer.name: layer.kernel for layer in layers}, template, path, "layers", preprocessing_path)
     if not trains_weights:
         provenance.check_frozen_weights(statistics.kernels(model), statistics.kernels(template), path)
+    for layer in unmasked_layers_with_weights(template):
+        try:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+        except ValueError as error:  # no such layer, or other weights (another BatchNorm mode)
+            raise ExportError(f"{path}: its {layer.name} does not fit the network of the run's configuration "
+                              f"({(str(error).strip().splitlines() or [''])[0][:200]})") from None
     return effective_kernels(model)
 
 
 def _from_weights_and_masks(files: runlog.RunFiles, template: keras.Model, preprocessing_path: Path,
                             digests: dict) -> dict:
+    if unmasked_layers_with_weights(template):
+        raise ExportError(f"{files.masks}: the {template.name} network's "
+                          f"{unmasked_layers_with_weights(template)[0].name} was trained too, and only the run's "
+                          f"Model or Checkpoint file holds it; neither is there")
     weights, mask_arrays = runlog.read_npz(files.weights), runlog.read_npz(files.masks)
     provenance.check_arrays(files.weights, digests.get("weights"), weights, "the file the run wrote")
     provenance.check_arrays(files.masks, digests.get("masks"), mask_arrays, "the file the run wrote")

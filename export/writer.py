@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 import datasets
+import networks
 import runlog
 from export.errors import ExportError
 from export.compaction import effective_size
@@ -58,7 +59,8 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     check_output(out)
     trained = read_trained_run(record)
     dtype = trained.config.get("precision", "float32")
-    size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template))
+    size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template),
+                          chain=networks.get(trained.template.name).compactable)
     full = plain_model(trained.template, trained.kernels, trained.preprocessing, dtype=dtype)
     if compact:
         full_bytes = model_bytes(full, out)
@@ -109,14 +111,14 @@ def report_lines(report: dict) -> list[str]:
     """The report as the lines Exporter.py prints."""
     lines = [f"run {report['runId']} ({report['nettype']} {report['traintype']} {report['activation']}), "
              f"epoch {report['epoch']} of {report['maxepochs']}, trained kernels from {Path(report['source']).name}",
-             f"{'layer':<10} {'kind':<5} {'units':>7} -> {'kept':<7} {'non-zero':>11} -> {'kept':<11} "
+             f"{'layer':<11} {'kind':<5} {'units':>7} -> {'kept':<7} {'non-zero':>11} -> {'kept':<11} "
              f"{'parameters':>11} -> kept"]
     for layer in report["layers"]:
-        lines.append(f"{layer['name']:<10} {layer['kind']:<5} {layer['unitsBefore']:>7,} -> {layer['unitsAfter']:<7,} "
+        lines.append(f"{layer['name']:<11} {layer['kind']:<5} {layer['unitsBefore']:>7,} -> {layer['unitsAfter']:<7,} "
                      f"{layer['nonzeroBefore']:>11,} -> {layer['nonzeroAfter']:<11,} "
                      f"{layer['parametersBefore']:>11,} -> {layer['parametersAfter']:<11,}".rstrip())
     nonzero, parameters, size = report["nonzeroWeights"], report["parameters"], report["bytes"]
-    lines.append(f"{'total':<35} {nonzero['before']:>11,} -> {nonzero['after']:<11,} "
+    lines.append(f"{'total':<36} {nonzero['before']:>11,} -> {nonzero['after']:<11,} "
                  f"{parameters['before']:>11,} -> {parameters['after']:<11,}".rstrip())
     if report["compact"]:
         lines.append(f"file bytes: {size['before']:,} full -> {size['after']:,} compact "

@@ -4,6 +4,7 @@ The factory gives each masked layer its own seeds, derived from the run seed and
 same seed always draws the same weights and no two layers share a draw. Importing this module registers every
 layer and initializer a saved model of this project holds.
 """
+from collections import Counter
 from dataclasses import dataclass, field
 
 import keras
@@ -39,7 +40,8 @@ class MaxPool2x2(keras.layers.Layer):
 
 @dataclass
 class LayerFactory:
-    """Makes the layers of one network, numbering the masked ones to derive their seeds."""
+    """Makes the layers of one network, numbering the masked ones to derive their seeds, and naming the others
+    in order of their kind (bn_1, add_1, ...) so their variables' paths are the same in every build."""
     mask_type: str | None
     initializer: str
     p1: float
@@ -48,7 +50,18 @@ class LayerFactory:
     rewards_unchanged: bool = False
     score_initializer: str = initializers.SCORES
     keep: float | None = None
+    batchnorm: str = "trainable"
     count: int = field(default=0, init=False)
+    named: Counter = field(default_factory=Counter, init=False)
+
+    def __post_init__(self):
+        if self.batchnorm not in networks.BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {', '.join(networks.BATCHNORM_MODES)}, "
+                             f"not {self.batchnorm!r}")
+
+    def _name(self, kind: str) -> str:
+        self.named[kind] += 1
+        return f"{kind}_{self.named[kind]}"
 
     def _common(self, prefix: str, activation: str) -> dict:
         index = self.count
@@ -67,8 +80,11 @@ class LayerFactory:
     def dense(self, units: int, activation: str | None = None) -> MaskedDense:
         return MaskedDense(units, **self._common("dense", activation or self.activation))
 
-    def conv(self, filters: int) -> MaskedConv2D:
-        return MaskedConv2D(filters, **self._common("conv", self.activation))
+    def conv(self, filters: int, kernel_size: int = 3, strides: int = 1, activation: str | None = None,
+             prefix: str = "conv") -> MaskedConv2D:
+        """A masked convolution, `same` padding; activation None: the hidden one ("linear" for none)."""
+        return MaskedConv2D(filters, kernel_size=kernel_size, strides=strides,
+                            **self._common(prefix, activation or self.activation))
 
     def classifier(self, num_classes: int) -> MaskedDense:
         return self.dense(num_classes, activation="softmax")
@@ -78,6 +94,21 @@ class LayerFactory:
 
     def flatten(self) -> keras.layers.Flatten:
         return keras.layers.Flatten()
+
+    def batch_norm(self) -> keras.layers.BatchNormalization:
+        """Keras's BatchNormalization (moving statistics tracked); `frozen` has no gamma and beta to learn."""
+        learned = self.batchnorm == "trainable"
+        return keras.layers.BatchNormalization(center=learned, scale=learned, name=self._name("bn"))
+
+    def activation_layer(self) -> keras.layers.Activation:
+        """The hidden activation as a layer of its own (after a BatchNorm or an add)."""
+        return keras.layers.Activation(self.activation, name=self._name(self.activation))
+
+    def add(self) -> keras.layers.Add:
+        return keras.layers.Add(name=self._name("add"))
+
+    def average_pool(self, size: int) -> keras.layers.AveragePooling2D:
+        return keras.layers.AveragePooling2D(size, name=self._name("average_pool"))
 
 
 def _assemble(name: str, input_shape: tuple, num_classes: int, layers: LayerFactory,
@@ -91,15 +122,18 @@ def _assemble(name: str, input_shape: tuple, num_classes: int, layers: LayerFact
 def build_model(name: str, input_shape: tuple, *, activation: str = "relu", mask_type: str | None = "mask",
                 initializer: str = "he", p1: float = 0.5, seed: int = 1, rewards_unchanged: bool = False,
                 score_initializer: str = initializers.SCORES, keep: float | None = None,
-                num_classes: int = 10) -> keras.Model:
+                batchnorm: str = "trainable", num_classes: int = 10) -> keras.Model:
     """Build network `name` with masked layers; weights drawn from `initializer` with per-layer seeds, the same
-    for every training type (`score_initializer`, `keep` and the mask type say how the connectivity is trained).
+    for every training type (`score_initializer`, `keep` and the mask type say how the connectivity is trained);
+    `batchnorm` (`networks.BATCHNORM_MODES`) says whether the BatchNorm layers of a network with them learn gamma
+    and beta.
 
     For initializers that scale the input (`binary`), the scale is computed from the kernel shapes of a
     first build, then the network is built again with it (same seeds, so the same weights).
     """
     def factory():
-        return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged, score_initializer, keep)
+        return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged, score_initializer, keep,
+                            batchnorm)
 
     model = _assemble(name, input_shape, num_classes, factory(), 1.0)
     scale = initializers.get(initializer).input_scale(

@@ -40,6 +40,11 @@ def _mask_type_names() -> list[str]:
     return list(masks.MASK_TYPES)
 
 
+def _batchnorm_modes() -> list[str]:
+    import networks
+    return list(networks.BATCHNORM_MODES)
+
+
 def _dataset_names() -> list[str]:
     import datasets
     return list(datasets.DATASETS)
@@ -143,7 +148,7 @@ class RunConfig:
                                    "images, drawn from (seed, epoch)", check=switch, parse=bool)
     batchnorm: str | None = setting(None, "networks with BatchNorm: trainable (gamma and beta learned) or frozen "
                                           "(no affine parameters); default trainable",
-                                    choices=lambda: ["trainable", "frozen"], optional=True)
+                                    choices=_batchnorm_modes, optional=True)
 
     @staticmethod
     def problem(name: str, value) -> str | None:

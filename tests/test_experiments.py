@@ -15,7 +15,8 @@ from experiments import summary
 from experiments.__main__ import main
 from tests.helpers import POINT, write_run
 
-GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162}
+GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162,
+              "resnet": 10, "conv8": 10}
 
 
 @pytest.mark.parametrize("name", experiments.study_names())

@@ -13,8 +13,9 @@ from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_l
 from networks.assembly import MaxPool2x2
 from tests.helpers import output_and_gradient
 
-INPUT_SHAPES = {"LeNet": (28, 28, 1), "Conv2": (32, 32, 3), "Conv4": (32, 32, 3), "Conv6": (32, 32, 3)}
-MASKED_WEIGHTS = {"LeNet": 266_200, "Conv2": 4_300_992, "Conv4": 2_425_024, "Conv6": 2_261_184}
+INPUT_SHAPES = {"LeNet": (28, 28, 1), **{name: (32, 32, 3) for name in networks.NETWORKS if name != "LeNet"}}
+MASKED_WEIGHTS = {"LeNet": 266_200, "Conv2": 4_300_992, "Conv4": 2_425_024, "Conv6": 2_261_184, "Conv8": 5_275_840,
+                  "ResNet20": 270_896, "ResNet32": 464_432, "ResNet44": 657_968, "ResNet56": 851_504}
 
 
 def inputs_for(name: str, count: int = 4) -> np.ndarray:
@@ -30,7 +31,9 @@ def test_masked_weight_count(name):
     model = networks.build(name, INPUT_SHAPES[name])
     assert sum(int(np.prod(layer.kernel.shape)) for layer in masked_layers(model)) == MASKED_WEIGHTS[name]
     assert all(not layer.kernel.trainable and layer.scores.trainable for layer in masked_layers(model))
-    assert sum(int(np.prod(v.shape)) for v in model.trainable_variables) == MASKED_WEIGHTS[name]
+    scores = [v for v in model.trainable_variables if not v.path.startswith("bn_")]  # beside BatchNorm's gamma, beta
+    assert sum(int(np.prod(v.shape)) for v in scores) == MASKED_WEIGHTS[name]
+    assert (len(scores) < len(model.trainable_variables)) == networks.get(name).batchnorm
 
 
 @pytest.mark.parametrize("name", sorted(networks.NETWORKS))
@@ -200,3 +203,41 @@ def test_edge_popup_layer_refuses_a_fraction_outside_zero_to_one():
     for keep in (None, 0.0, 1.5):
         with pytest.raises(ValueError, match="keep in"):
             MaskedDense(3, mask_type="topk", keep=keep)
+
+
+def test_resnet20_follows_the_authors_builder():
+    """ResNetBuilder.py (rist-ro/training-neural-connectivities): 19 3x3 convs, two 1x1 stride-2 projections,
+    nine adds, BatchNorm after every 3x3 conv, one softmax (theirs applies it twice)."""
+    model = networks.build("ResNet20", INPUT_SHAPES["ResNet20"])
+    layers = masked_layers(model)
+    assert [layer.kernel_size for layer in layers[:-1]].count((3, 3)) == 19
+    shortcuts = [layer for layer in layers if layer.name.startswith("shortcut")]
+    assert [(layer.kernel_size, layer.strides, layer.filters) for layer in shortcuts] == [((1, 1), (2, 2), 32),
+                                                                                         ((1, 1), (2, 2), 64)]
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("Add") == 9 and kinds.count("BatchNormalization") == 19 and kinds.count("Softmax") == 0
+    assert [layer.name for layer in model.layers].count("average_pool_1") == 1 and model.output_shape == (None, 10)
+    assert len({layer.name for layer in model.layers}) == len(model.layers)
+
+
+@pytest.mark.parametrize("traintype", ["Baseline", "FreePruning"])
+def test_batchnorm_modes_learn_gamma_and_beta_or_none_and_track_statistics(traintype):
+    options = TRAINING_TYPES[traintype].layer_options(TRAINING_TYPES[traintype].resolve_mask_type(None), None)
+    trainable = networks.build("ResNet20", INPUT_SHAPES["ResNet20"], **options)
+    frozen = networks.build("ResNet20", INPUT_SHAPES["ResNet20"], batchnorm="frozen", **options)
+    assert {v.path.split("/")[-1] for v in trainable.trainable_variables if v.path.startswith("bn_")} == {"gamma",
+                                                                                                         "beta"}
+    assert not [v for v in frozen.weights if v.path.startswith("bn_") and v.trainable]
+    for model in (trainable, frozen):
+        assert {v.path.split("/")[-1] for v in model.non_trainable_variables if v.path.startswith("bn_")} == {
+            "moving_mean", "moving_variance"}
+    with pytest.raises(ValueError, match="batchnorm must be one of trainable, frozen"):
+        networks.build("ResNet20", INPUT_SHAPES["ResNet20"], batchnorm="learned")
+
+
+@pytest.mark.parametrize("mask_type", [None, "mask"])
+def test_bias_is_frozen_when_masked_and_trained_in_baseline(mask_type):
+    layer = MaskedConv2D(4, kernel_size=1, use_bias=True, bias_initializer="ones", mask_type=mask_type)
+    layer.build((None, 5, 5, 3))
+    assert layer.bias.trainable == (mask_type is None)
+    assert any(v is layer.bias for v in layer.trainable_variables) == (mask_type is None)
