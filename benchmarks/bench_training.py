@@ -129,7 +129,7 @@ def sections(quick: bool, jit: str, determinism: bool) -> list[Section]:
 
 
 def use_jit(jit: str, network: str) -> bool:
-    return BACKEND.use_jit(jit, networks.get(network).convolutional)
+    return BACKEND.use_jit(jit, networks.get(network))
 
 
 def make_steps(model: keras.Model, network: str, x: np.ndarray, y: np.ndarray, batch_size: int, jit: bool,

@@ -75,6 +75,7 @@ class NetworkSpec:
     convolutional: bool
     batchnorm: bool = False
     compactable: bool = True
+    xla_on_cpu: bool = True  # TensorFlow's `--jit auto` on a CPU: XLA slows a ResNet step 3x (BENCHMARKS.md)
     recipe: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -85,7 +86,8 @@ NETWORKS: dict[str, NetworkSpec] = {
     "Conv6": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256)), "cifar10", convolutional=True),
     "Conv8": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256, 512)), "cifar10", convolutional=True),
     **{f"ResNet{6 * n + 2}": NetworkSpec(partial(resnet, blocks_per_stage=n), "cifar10", convolutional=True,
-                                         batchnorm=True, compactable=False, recipe=RESNET_RECIPE)
+                                         batchnorm=True, compactable=False, xla_on_cpu=False,
+                                         recipe=RESNET_RECIPE)
        for n in (3, 5, 7, 9)},
 }
 BATCHNORM_MODES = ("trainable", "frozen")  # `build(..., batchnorm=...)`: learned gamma and beta, or none

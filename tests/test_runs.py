@@ -9,7 +9,7 @@ import pytest
 
 import MaskTrainer
 import runlog
-from tests.helpers import comparable_log, new_run, only_run, trainer_process
+from tests.helpers import comparable_log, new_run, only_run, trainer_process, write_cifar_batches
 
 SLICE = ["--trainsize", "3000"]
 
@@ -75,12 +75,18 @@ KILLED_RUNS = {
     # the rate of each epoch, SGD's momentum and the epoch's augmentation must all continue exactly
     "recipe": ["--traintype", "MinPruning", "--optimizer", "sgd", "--momentum", "0.9", "--weightdecay", "0.0001",
                "--lrschedule", "steps", "--augment", "--lr", "0.1"],
+    # and BatchNorm's moving statistics (200 CIFAR-layout images: 4 steps of 64 an epoch)
+    "ResNet20": ["--nettype", "ResNet20", "--augment", "--lrschedule", "steps", "--lr", "0.01"],
 }
 
 
 @pytest.mark.parametrize("case", list(KILLED_RUNS))
 def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory, case):
-    flags = [*SLICE, "--maxepochs", "4", "--seed", "3", *KILLED_RUNS[case], "--datadir", str(mnist_directory)]
+    data, data_flags = mnist_directory, SLICE
+    if case == "ResNet20":
+        data, data_flags = tmp_path / "cifar", []
+        write_cifar_batches(data, train=5200, test=50)
+    flags = [*data_flags, "--maxepochs", "4", "--seed", "3", *KILLED_RUNS[case], "--datadir", str(data)]
     reference = trainer_process(*flags, "--outputpath", str(tmp_path / "reference"))
     killed = trainer_process(*flags, "--outputpath", str(tmp_path / "killed"))
     for line in killed.stdout:  # the line is printed after the epoch's log and checkpoint are written
@@ -108,7 +114,6 @@ def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp
 
 
 def test_conv_network_trains_on_cifar_layout_data(tmp_path):
-    from tests.helpers import write_cifar_batches
     write_cifar_batches(tmp_path / "data", train=5100, test=50)  # 5,000 validation, 100 to train on
     code = MaskTrainer.main(["--nettype", "Conv2", "--traintype", "SignFlipping", "--maxepochs", "1",
                              "--datadir", str(tmp_path / "data"),

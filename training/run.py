@@ -170,7 +170,7 @@ class Run:
         # The model carries its optimizer, as under `fit`: callbacks read it, and the saved model includes it.
         self.model.compile(optimizer=self.optimizer, loss="sparse_categorical_crossentropy")
         # kept on resume
-        self.record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network.convolutional))
+        self.record.setdefault("jitCompiled", self.backend.use_jit(settings.jit, network))
         self.steps = self.backend.Steps(
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
             self.record["jitCompiled"], self.backend.steps_per_call(self.record["jitCompiled"], network.convolutional),

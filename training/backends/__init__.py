@@ -3,7 +3,7 @@
 Everything above this package (the run, its logs and checkpoints, the layers) is written once in `keras.ops`
 and never asks which backend it runs on; the backend is chosen the Keras way, by `KERAS_BACKEND`. Each
 implementation module (`tensorflow_backend`, `jax_backend`) provides the same names: `NAME`, a `CompiledSteps`
-subclass `Steps`, `enable_determinism()`, `device()`, `versions()`, `use_jit(jit, convolutional)` and
+subclass `Steps`, `enable_determinism()`, `device()`, `versions()`, `use_jit(jit, network)` (a `networks.NetworkSpec`) and
 `steps_per_call(jit, convolutional)`.
 """
 import importlib

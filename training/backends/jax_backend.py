@@ -37,7 +37,7 @@ def versions() -> dict[str, str]:
     return {"jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
-def use_jit(jit: str, convolutional: bool) -> bool:
+def use_jit(jit: str, network) -> bool:
     """Always compiled unless `--jit off` asks for op-by-op execution (for debugging: many times slower)."""
     return jit != "off"
 

@@ -15,8 +15,8 @@ from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "tensorflow"
 # `--jit auto` per device (BENCHMARKS.md): on CPU XLA makes the LeNet loop about 3 times faster and ConvN steps
-# 15-26% faster; on GPU it is measured for no network yet, so only the dense networks take it.
-JIT_AUTO = {"CPU": {False: True, True: True}, "GPU": {False: True, True: False}}  # device -> convolutional -> jit
+# 15-26% faster, but a ResNet step 3 times slower (the registry's `xla_on_cpu`); on GPU it is measured for no
+# network yet, so only the dense networks take it.
 
 
 def device() -> str:
@@ -31,8 +31,10 @@ def versions() -> dict[str, str]:
     return {"tensorflow": tf.__version__}
 
 
-def use_jit(jit: str, convolutional: bool) -> bool:
-    return JIT_AUTO[device()][convolutional] if jit == "auto" else jit == "on"
+def use_jit(jit: str, network) -> bool:
+    if jit != "auto":
+        return jit == "on"
+    return network.xla_on_cpu if device() == "CPU" else not network.convolutional
 
 
 def steps_per_call(jit: bool, convolutional: bool) -> int:
