@@ -449,3 +449,16 @@ def test_plots_summary_equals_the_tables_effective_size_included(tmp_path):
     plotted = (tmp_path / "report" / "s" / "all" / "Summary.md").read_text()
     assert summary_cells(plotted) == summary_cells(table)
     assert summary_cells(table)[-3:-1] == ["3/3", "27 of 36 (75.0%)"]
+
+
+def test_a_point_takes_its_network_recipe_where_the_study_is_silent():
+    """A ResNet point trains in the authors' recipe (the registry's) unless the study says otherwise, and its
+    directory says so; a recipe setting the study gives wins."""
+    point = {"nettype": "ResNet20", "traintype": "FreePruning", "seed": 1}
+    assert experiments.experiment_directory(point, Path("out")).name == "mask_relu_he_LR0.001_steps_aug"
+    assert experiments.point_value(point, "batchsize") == 64 and experiments.point_value(point, "augment") is True
+    assert experiments.point_value(dict(point, batchsize=32), "batchsize") == 32
+    sgd = dict(point, optimizer="sgd", momentum=0.9, weightdecay=5e-4, lrschedule="cosine", lr=0.1)
+    assert experiments.experiment_directory(sgd, Path("out")).name == \
+        "mask_relu_he_LR0.1_sgd_M0.9_WD0.0005_cosine_aug"
+    assert experiments.experiment_directory(dict(POINT), Path("out")).name == "flip_relu_heconstant_LR0.001"
