@@ -81,6 +81,16 @@ def _count(condition):
     return ops.sum(ops.cast(condition, "int32"))
 
 
+def _two_counts(rows, low, high):
+    """(count(rows >= low), count(rows >= high)) over an int32 [r, c] view, in one pass where c < 2^15: each
+    row sums both counts in one int32, the second 16 bits above the first (a pass costs as much as a count)."""
+    from keras import ops
+    if rows.shape[1] >= 1 << 15:
+        return _count(rows >= low), _count(rows >= high)
+    packed = ops.sum(ops.cast(rows >= low, "int32") + ops.cast(rows >= high, "int32") * (1 << 16), axis=1)
+    return ops.sum(ops.bitwise_and(packed, (1 << 16) - 1)), ops.sum(ops.right_shift(packed, 16))
+
+
 def _largest_with_count(values, count, bits: int, counted: Callable):
     """The largest integer t in [0, 2^bits) with `counted(values, t)` >= `count`, for a `counted` that does not
     grow with t: a bisection over the bits of t, each step one linear pass (no sort)."""
@@ -93,22 +103,27 @@ def _largest_with_count(values, count, bits: int, counted: Callable):
     return ops.fori_loop(0, bits, step, ops.convert_to_tensor(0, "int32"))
 
 
-def _bracket(bits, k: int, hint):
-    """(low, high, count(bits >= low), count(bits >= high)) with the first count >= k > the second: around a
+# One above the bit pattern of +inf: no magnitude (NaN aside) is at or above it, so no pass over the layer is
+# needed to bound the search (a max over the layer costs as much as a count)
+_ABOVE_EVERY_MAGNITUDE = 0x7F800001
+
+
+def _bracket(rows, k: int, hint):
+    """(low, high, count(rows >= low), count(rows >= high)) with the first count >= k > the second: around a
     previous threshold hint = [pattern, width] (widened fourfold until it brackets), else the whole range."""
     from keras import ops
-    top = ops.max(bits) + 1  # nothing is at or above it
+    top = ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32")
 
     def ends(center, width):
         low = ops.where(width >= center, 0, center - width)
         high = ops.where(width >= top - center, top, center + width)
-        return low, high, _count(bits >= low), _count(bits >= high)
+        return low, high, *_two_counts(rows, low, high)
 
     def unbracketed(low, high, count_low, count_high, width):
         return ops.logical_not(ops.logical_and(count_low >= k, count_high < k))
 
     def widen(low, high, count_low, count_high, width):
-        width = ops.minimum(width, 1 << 28) * 4
+        width = ops.where(width > top // 4, top, width * 4)  # at most the whole range, which brackets
         return (*ends(center, width), width)
     cold = hint[0] <= 0
     center = ops.where(cold, 0, ops.minimum(hint[0], top))
@@ -118,64 +133,69 @@ def _bracket(bits, k: int, hint):
 
 
 def top_k_search(magnitudes, keep: float, hint=None):
-    """(t, next hint): a bit pattern t whose `bits >= t` are the kept_count(keep, n) largest of the non-negative
-    float32 `magnitudes`, or else the k-th largest pattern itself, which ties straddle.
+    """(found, next hint): found = int32 [t, count(bits >= t)] for a bit pattern t whose `bits >= t` are the
+    kept_count(keep, n) largest of the non-negative float32 `magnitudes`, or else the k-th largest pattern
+    itself, which ties straddle; the count tells `top_k_indicator` which, without one more pass.
 
     A search on the counts, in linear time with no sort: non-negative floats order as their int32 bit patterns.
     It starts from a bracket around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or
-    None: the whole range), then narrows it by regula falsi with the Illinois rule in the space of the bit
-    patterns (roughly the logarithm of the value, so a heavy tail of large scores does not spoil the
-    interpolation): each step guesses where the count crosses k and counts in one linear pass. Scores are
-    smoothly distributed, so a few passes land in the gap between the k-th and (k+1)-th largest (BENCHMARKS.md);
-    a step that does not halve the bracket is followed by a bisection step, so adversarial values take at most
-    about 62 passes. The result is exact whatever the hint: the hint only saves passes.
+    None: the whole range), then narrows it by interpolation in the space of the bit patterns (roughly the
+    logarithm of the value, so a heavy tail of large scores does not spoil it). Each pass counts at two
+    thresholds at once (`_two_counts`): just below and just above where the counts' line crosses k, so a good
+    guess shrinks the bracket some sixteenfold. Scores are smoothly distributed, so a few passes land in the gap
+    between the k-th and (k+1)-th largest (BENCHMARKS.md); a pass that does not halve the bracket is followed by
+    one that cuts it in thirds, so adversarial values take at most about 40 passes. The result is exact whatever
+    the hint: the hint only saves passes.
     """
     from keras import ops
     bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
+    rows = ops.reshape(bits, (-1, magnitudes.shape[-1]))
     k = kept_count(keep, int(bits.shape[0]))
     hint = ops.zeros((2,), "int32") if hint is None else hint
 
-    def guess(low, high, excess_low, excess_high, bisect):
-        fraction = excess_low / (excess_low - excess_high)
-        interpolated = low + ops.cast(ops.cast(high - low, "float32") * fraction, "int32")
-        return ops.clip(ops.where(bisect, low + (high - low) // 2, interpolated), low + 1, high - 1)
+    def probes(low, high, count_low, count_high, thirds):
+        width = high - low
+        crossing = low + ops.cast(ops.cast(width, "float32") * ops.cast(count_low - k, "float32")
+                                  / ops.cast(count_low - count_high, "float32"), "int32")
+        margin = ops.maximum(width // 32, 1)
+        below = ops.where(thirds, low + width // 3, crossing - margin)
+        above = ops.where(thirds, high - width // 3, crossing + margin)
+        return ops.clip(below, low + 1, high - 1), ops.clip(above, low + 1, high - 1)
 
-    def searching(low, high, count_low, excess_low, excess_high, side, bisect):
+    def searching(low, high, count_low, count_high, thirds):
         return ops.logical_and(high - low > 1, count_low != k)
 
-    def step(low, high, count_low, excess_low, excess_high, side, bisect):
-        t = guess(low, high, excess_low, excess_high, bisect)
-        count = _count(bits >= t)
-        enough = count >= k
-        excess = ops.cast(count - k, "float32")
-        # Illinois: an end kept twice in a row has its excess halved, so the next guess moves past the target
-        new = (ops.where(enough, t, low), ops.where(enough, high, t), ops.where(enough, count, count_low),
-               ops.where(enough, excess, ops.where(side < 0, excess_low / 2, excess_low)),
-               ops.where(enough, ops.where(side > 0, excess_high / 2, excess_high), excess),
-               ops.where(enough, 1, -1))
-        return (*new, ops.logical_and(new[1] - new[0] > (high - low) // 2, ops.logical_not(bisect)))
+    def step(low, high, count_low, count_high, thirds):
+        below, above = probes(low, high, count_low, count_high, thirds)
+        count_below, count_above = _two_counts(rows, below, above)
+        new_low = ops.where(count_above >= k, above, ops.where(count_below >= k, below, low))
+        new_count_low = ops.where(count_above >= k, count_above, ops.where(count_below >= k, count_below, count_low))
+        new_high = ops.where(count_above >= k, high, ops.where(count_below >= k, above, below))
+        new_count_high = ops.where(count_above >= k, count_high,
+                                   ops.where(count_below >= k, count_above, count_below))
+        unhalved = new_high - new_low > (high - low) // 2
+        return new_low, new_high, new_count_low, new_count_high, ops.logical_and(unhalved, ops.logical_not(thirds))
     if k == 0:
-        return ops.max(bits) + 1, hint
-    low, high, count_low, count_high = _bracket(bits, k, hint)
-    start = (low, high, count_low, ops.cast(count_low - k, "float32"), ops.cast(count_high - k, "float32"),
-             ops.convert_to_tensor(0, "int32"), ops.convert_to_tensor(False))
-    threshold = ops.while_loop(searching, step, start)[0]
+        return ops.stack([ops.max(bits) + 1, 0]), hint
+    start = (*_bracket(rows, k, hint), ops.convert_to_tensor(False))
+    threshold, _, count = ops.while_loop(searching, step, start)[:3]
     moved = ops.abs(threshold - ops.where(hint[0] <= 0, threshold, hint[0]))
-    return threshold, ops.stack([threshold, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)])
+    return ops.stack([threshold, count]), ops.stack([threshold, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)])
 
 
 def top_k_indicator(magnitudes, keep: float, threshold=None):
     """1 for the `kept_count(keep, n)` largest of the non-negative float32 `magnitudes`, else 0 (int32).
 
-    `threshold` is `top_k_search`'s result, searched here when not given. Ties at the k-th largest value are
-    broken by position (the first ones in row-major order are kept), with a bisection over the index, so exactly
-    k are kept.
+    `threshold` is `top_k_search`'s result (pattern and count), searched here when not given. Ties at the k-th
+    largest value are broken by position (the first ones in row-major order are kept), with a bisection over the
+    index, so exactly k are kept.
     """
     from keras import ops
     shape, size = magnitudes.shape, int(np.prod(magnitudes.shape))
     k = kept_count(keep, size)
     bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
-    threshold = top_k_search(magnitudes, keep)[0] if threshold is None else threshold
+    found = top_k_search(magnitudes, keep)[0] if threshold is None else threshold
+    threshold, count = found[0], found[1]
     at_or_above = bits >= threshold
     index = ops.arange(size, dtype="int32")
 
@@ -185,7 +205,7 @@ def top_k_indicator(magnitudes, keep: float, threshold=None):
         last = _largest_with_count(index, 0, max(1, size.bit_length()),
                                    lambda values, j: needed - _count(ops.logical_and(ties, values < j)) - 1)
         return ops.logical_or(bits > threshold, ops.logical_and(ties, index <= last))
-    kept = ops.cond(_count(at_or_above) == k, lambda: at_or_above, with_first_ties)
+    kept = ops.cond(count == k, lambda: at_or_above, with_first_ties)
     return ops.reshape(ops.cast(kept, "int32"), shape)
 
 

@@ -155,11 +155,21 @@ def test_top_k_search_is_exact_from_any_previous_threshold(hint):
     answer = int(np.sort(magnitudes.ravel())[::-1][functions.kept_count(0.3, scores.size) - 1:][:1].view(np.int32)[0])
     hints = {"none": [0, 0], "at the answer": [answer, 16], "near": [answer + 5000, 64],
              "far above": [answer + 2**26, 16], "far below": [1, 3], "past the largest": [2**31 - 2, 1]}
-    threshold, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), 0.3,
-                                                  ops.convert_to_tensor(np.array(hints[hint], np.int32)))
-    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), 0.3, threshold))
+    found, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), 0.3,
+                                              ops.convert_to_tensor(np.array(hints[hint], np.int32)))
+    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), 0.3, found))
     np.testing.assert_array_equal(mask, reference_top_k(scores, 0.3))
-    assert int(np.asarray(next_hint)[0]) == int(np.asarray(threshold)) and int(np.asarray(next_hint)[1]) >= 16
+    threshold, count = np.asarray(found)
+    assert count == np.sum(magnitudes.view(np.int32) >= threshold)  # the count the indicator trusts
+    assert int(np.asarray(next_hint)[0]) == threshold and int(np.asarray(next_hint)[1]) >= 16
+
+
+def test_top_k_search_reaches_tiny_scores_from_a_hint_near_the_largest_pattern():
+    magnitudes = np.abs(np.random.default_rng(9).standard_normal((300, 100))).astype(np.float32) * 1e-30
+    found, _ = functions.top_k_search(ops.convert_to_tensor(magnitudes), 0.3,
+                                      ops.convert_to_tensor(np.array([0x7F000000, 1], np.int32)))
+    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), 0.3, found))
+    np.testing.assert_array_equal(mask, reference_top_k(magnitudes, 0.3))
 
 
 def test_top_k_counts_negative_zero_as_zero():
