@@ -91,7 +91,10 @@ def resolve_run(args: argparse.Namespace):
             print(f"{PROG}: warning: run {files.run_id} was trained with thread limits {record.get('threads', {})}, "
                   f"now {thread_settings()}: it will differ in the last bits from an uninterrupted run",
                   file=sys.stderr)
-        if "maxepochs" in given:
+        if "maxepochs" in given and given["maxepochs"] != settings.maxepochs:
+            if settings.spans_its_epochs():
+                raise ConfigError(f"run {files.run_id} follows --lrschedule {settings.lrschedule} over its "
+                                  f"{settings.maxepochs} epochs; it cannot be extended to {given['maxepochs']}")
             settings = replace(settings, maxepochs=given["maxepochs"])
         return settings, record, files
     settings = RunConfig.from_dict(given, "command line")  # the network's recipe for what is not given

@@ -27,7 +27,7 @@ def point_value(point: dict, key: str):
 
 def resolved(point: dict) -> dict:
     """The point with its training type's canonical name and mask type, as the run's configuration records them."""
-    config = RunConfig(**point).resolved("study")
+    config = RunConfig.from_dict(point, "study")  # with the network's recipe, as MaskTrainer builds it
     return dict(point, traintype=config.traintype, masktype=config.masktype, keep=config.keep)
 
 
@@ -90,8 +90,15 @@ def trainer_command(point: dict, outputpath: Path, action: str, config_path: Pat
     trainer = [sys.executable, str(REPO_ROOT / "MaskTrainer.py")]
     if action == "resume":  # with the point's epochs: a finished run asked for more is extended
         return trainer + ["--resume", str(config_path), "--maxepochs", str(point_value(point, "maxepochs"))]
-    flags = [item for key, value in point.items() for item in (f"--{key}", str(value))]
-    return trainer + flags + ["--outputpath", str(outputpath)]
+    return trainer + [flag for key, value in point.items() for flag in command_flags(key, value)] + [
+        "--outputpath", str(outputpath)]
+
+
+def command_flags(key: str, value) -> list[str]:
+    """Setting `key` on MaskTrainer's command line: `--augment` / `--no-augment` for a switch, else flag and value."""
+    if isinstance(value, bool):
+        return [f"--{key}" if value else f"--no-{key}"]
+    return [f"--{key}", str(value)]
 
 
 def describe(point: dict) -> str:

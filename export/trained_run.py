@@ -64,7 +64,7 @@ def build_template(config: dict, config_path: Path, input_shape: tuple[int, ...]
         training_type = training_types.get(config["traintype"])
         return networks.build(
             config["nettype"], input_shape, activation=config["activation"], initializer=config["initializer"],
-            p1=config["p1"], seed=config["seed"], batchnorm=config.get("batchnorm", "trainable"),
+            p1=config["p1"], seed=config["seed"], batchnorm=config.get("batchnorm") or "trainable",  # None: none
             **training_type.layer_options(config["masktype"], config.get("keep")))
     except (ValueError, TypeError, KeyError) as error:
         raise ExportError(f"{config_path}: cannot build its network ({error})") from None

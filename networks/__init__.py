@@ -76,6 +76,7 @@ class NetworkSpec:
     batchnorm: bool = False
     compactable: bool = True
     xla_on_cpu: bool = True  # TensorFlow's `--jit auto` on a CPU: XLA slows a ResNet step 3x (BENCHMARKS.md)
+    image_size: int | None = None  # the only image height and width it takes (a ResNet's 8x8 pooling), or any
     recipe: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -87,7 +88,7 @@ NETWORKS: dict[str, NetworkSpec] = {
     "Conv8": NetworkSpec(partial(conv_net, block_filters=(64, 128, 256, 512)), "cifar10", convolutional=True),
     **{f"ResNet{6 * n + 2}": NetworkSpec(partial(resnet, blocks_per_stage=n), "cifar10", convolutional=True,
                                          batchnorm=True, compactable=False, xla_on_cpu=False,
-                                         recipe=RESNET_RECIPE)
+                                         image_size=32, recipe=RESNET_RECIPE)
        for n in (3, 5, 7, 9)},
 }
 BATCHNORM_MODES = ("trainable", "frozen")  # `build(..., batchnorm=...)`: learned gamma and beta, or none
@@ -105,7 +106,10 @@ def get(name: str) -> NetworkSpec:
     return NETWORKS[name]
 
 
-def build(name: str, input_shape: tuple, **options):
-    """Network `name` as a Keras model of masked layers (options: `networks.assembly.build_model`'s)."""
+def build(name: str, input_shape: tuple, *, batchnorm: str = "trainable", **options):
+    """Network `name` as a Keras model of masked layers (options: `networks.assembly.build_model`'s); a
+    ValueError for an unknown name or BatchNorm mode."""
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, not {batchnorm!r}")
     from networks.assembly import build_model
-    return build_model(name, input_shape, **options)
+    return build_model(get(name).builder, name, input_shape, batchnorm=batchnorm, **options)

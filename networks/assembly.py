@@ -6,12 +6,12 @@ layer and initializer a saved model of this project holds.
 """
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import keras
 from keras import ops
 
 import initializers
-import networks
 from initializers import layer_seed
 from initializers.keras_initializer import KERAS_PACKAGE, SeededInitializer
 from masks.layers import KeptFractionReward, MaskedConv2D, MaskedDense, masked_layers
@@ -53,11 +53,6 @@ class LayerFactory:
     batchnorm: str = "trainable"
     count: int = field(default=0, init=False)
     named: Counter = field(default_factory=Counter, init=False)
-
-    def __post_init__(self):
-        if self.batchnorm not in networks.BATCHNORM_MODES:
-            raise ValueError(f"batchnorm must be one of {', '.join(networks.BATCHNORM_MODES)}, "
-                             f"not {self.batchnorm!r}")
 
     def _name(self, kind: str) -> str:
         self.named[kind] += 1
@@ -111,19 +106,19 @@ class LayerFactory:
         return keras.layers.AveragePooling2D(size, name=self._name("average_pool"))
 
 
-def _assemble(name: str, input_shape: tuple, num_classes: int, layers: LayerFactory,
+def _assemble(builder: Callable, name: str, input_shape: tuple, num_classes: int, layers: LayerFactory,
               input_scale: float) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs if input_scale == 1.0 else keras.layers.Rescaling(input_scale, name="input_scale", dtype="float32")(
         inputs)  # scaled in float32 whatever the policy (where float16 cannot go on: training.run.check_precision)
-    return keras.Model(inputs, networks.get(name).builder(x, layers, num_classes), name=name)
+    return keras.Model(inputs, builder(x, layers, num_classes), name=name)
 
 
-def build_model(name: str, input_shape: tuple, *, activation: str = "relu", mask_type: str | None = "mask",
+def build_model(builder: Callable, name: str, input_shape: tuple, *, activation: str = "relu", mask_type: str | None = "mask",
                 initializer: str = "he", p1: float = 0.5, seed: int = 1, rewards_unchanged: bool = False,
                 score_initializer: str = initializers.SCORES, keep: float | None = None,
                 batchnorm: str = "trainable", num_classes: int = 10) -> keras.Model:
-    """Build network `name` with masked layers; weights drawn from `initializer` with per-layer seeds, the same
+    """Build network `name` (its registered `builder`) with masked layers; weights drawn from `initializer` with per-layer seeds, the same
     for every training type (`score_initializer`, `keep` and the mask type say how the connectivity is trained);
     `batchnorm` (`networks.BATCHNORM_MODES`) says whether the BatchNorm layers of a network with them learn gamma
     and beta.
@@ -135,9 +130,9 @@ def build_model(name: str, input_shape: tuple, *, activation: str = "relu", mask
         return LayerFactory(mask_type, initializer, p1, seed, activation, rewards_unchanged, score_initializer, keep,
                             batchnorm)
 
-    model = _assemble(name, input_shape, num_classes, factory(), 1.0)
+    model = _assemble(builder, name, input_shape, num_classes, factory(), 1.0)
     scale = initializers.get(initializer).input_scale(
         [tuple(layer.kernel.shape) for layer in masked_layers(model)])
     if scale != 1.0:
-        model = _assemble(name, input_shape, num_classes, factory(), scale)
+        model = _assemble(builder, name, input_shape, num_classes, factory(), scale)
     return model

@@ -36,8 +36,9 @@ def _activation_names() -> list[str]:
 
 
 def _mask_type_names() -> list[str]:
-    import masks
-    return list(masks.MASK_TYPES)
+    """Every mask type some training type uses (the registry `masks.MASK_TYPES` holds their functions; a test
+    keeps the two the same), read from the training types so this floor needs nothing of `masks`."""
+    return list(dict.fromkeys(name for kind in training_types.TRAINING_TYPES.values() for name in kind.mask_types))
 
 
 def _batchnorm_modes() -> list[str]:
@@ -192,7 +193,8 @@ class RunConfig:
     def resolved(self, source: str = "settings") -> "RunConfig":
         """Canonical training-type name, the mask type it implies, EdgePopup's default `keep` and the BatchNorm
         mode of a network that has BatchNorm; ConfigError when the mask type does not fit, `keep` is given to a
-        type that keeps no fixed fraction, `batchnorm` to a network without BatchNorm or momentum to Adam."""
+        type that keeps no fixed fraction, `batchnorm` to a network without BatchNorm, momentum to Adam, or a
+        dataset whose images the network cannot take."""
         import networks
         training_type = training_types.get(self.traintype)
         try:
@@ -200,7 +202,14 @@ class RunConfig:
             keep = training_type.resolve_keep(self.keep)
         except ValueError as error:
             raise ConfigError(f"{source}: {error}") from None
-        has_batchnorm = networks.get(self.nettype).batchnorm
+        network = networks.get(self.nettype)
+        if network.image_size is not None:
+            import datasets
+            height, width = datasets.DATASETS[self.dataset_name()].image_shape[:2]
+            if (height, width) != (network.image_size,) * 2:
+                raise ConfigError(f"{source}: --nettype {self.nettype} takes {network.image_size}x"
+                                  f"{network.image_size} images, not the {height}x{width} of {self.dataset_name()}")
+        has_batchnorm = network.batchnorm
         if self.batchnorm is not None and not has_batchnorm:
             raise ConfigError(f"{source}: --batchnorm is for networks with BatchNorm "
                               f"({', '.join(networks.with_batchnorm())}), not --nettype {self.nettype}")
@@ -227,8 +236,8 @@ class RunConfig:
         """Where the run's files go (SPEC.md section 7)."""
         config = self.resolved()
         return run_identity.experiment_directory(config.outputpath, config.traintype, config.nettype, config.p1,
-                                           config.masktype, config.activation, config.initializer, config.lr,
-                                           config.keep, config.recipe_tags())
+                                                 config.masktype, config.activation, config.initializer, config.lr,
+                                                 config.keep, config.recipe_tags())
 
     def recipe_tags(self) -> list[str]:
         """The recipe settings that differ from the paper's (Adam, constant rate, no augmentation, BatchNorm
@@ -236,18 +245,25 @@ class RunConfig:
         tags = [] if self.optimizer == default("optimizer") else [self.optimizer]
         tags += [f"M{run_identity.format_number(self.momentum)}"] if self.momentum else []
         tags += [f"WD{run_identity.format_number(self.weightdecay)}"] if self.weightdecay else []
-        tags += [] if self.lrschedule == default("lrschedule") else [self.lrschedule]
+        tags += [f"{self.lrschedule}{self.maxepochs}"] if self.spans_its_epochs() else []
         tags += ["aug"] if self.augment else []
         return tags + (["BNfrozen"] if self.batchnorm == "frozen" else [])
 
     def identity(self) -> dict:
         """The settings that make two runs the same experiment: all but where the files are, how the loop was
-        compiled, and how many epochs were asked for (a finished run can be extended). A setting that does not
+        compiled, and how many epochs were asked for (a finished run can be extended; not under a schedule, which
+        spans them: `spans_its_epochs`). A setting that does not
         apply (`keep` but for EdgePopup, `batchnorm` without BatchNorm), or one added since that is at its
         default, is left out, so the identity of a run recorded before it existed holds."""
         config = replace(self.resolved(), dataset=self.dataset_name())
         return {name: value for name, value in config.to_dict().items()
-                if name not in NOT_IDENTITY and not (name in ADDED_SINCE and value == default(name))}
+                if (name not in NOT_IDENTITY or name == "maxepochs" and config.spans_its_epochs())
+                and not (name in ADDED_SINCE and value == default(name))}
+
+    def spans_its_epochs(self) -> bool:
+        """Whether the learning rate follows a schedule over `maxepochs`: the epochs are then part of the run (in
+        its identity and directory), and a finished run cannot be extended."""
+        return self.lrschedule != default("lrschedule")
 
     def digest(self) -> str:
         """A short hash of `identity()`; a checkpoint carries it so it cannot be resumed into another run."""

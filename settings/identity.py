@@ -25,7 +25,7 @@ def experiment_directory(outputpath: str | Path, traintype: str, nettype: str, p
                          recipe_tags: Sequence[str] = ()) -> Path:
     """`<outputpath>/<traintype>/<nettype>/P1_<p1>/<masktype>_<activation>_<initializer>_LR<lr>/`; an EdgePopup
     run's mask type is followed by its kept fraction (`topk_K0.5_...`), so runs of different K never share one,
-    and a recipe other than the paper's adds its tags at the end (`..._LR0.1_sgd_M0.9_WD0.0001_cosine_aug`)."""
+    and a recipe other than the paper's adds its tags at the end (`..._LR0.1_sgd_M0.9_WD0.0001_cosine100_aug`)."""
     kept = "" if keep is None else f"_K{format_number(keep)}"
     return (Path(outputpath) / traintype / nettype / f"P1_{format_number(p1)}"
             / "_".join([f"{masktype}{kept}_{activation}_{initializer}_LR{format_number(lr)}", *recipe_tags]))

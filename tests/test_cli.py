@@ -46,6 +46,9 @@ BAD_ARGUMENTS = {
     "unknown schedule": (["--lrschedule", "linear"], "invalid choice: 'linear'"),
     "augment with a value": (["--augment=yes"], "ignored explicit argument 'yes'"),
     "batchnorm without BatchNorm": (["--batchnorm", "frozen"], "--batchnorm is for networks with BatchNorm"),
+    "ResNet on MNIST": (["--nettype", "ResNet20", "--dataset", "mnist"],
+                        "--nettype ResNet20 takes 32x32 images, not the 28x28 of mnist"),
+    "ResNet on Fashion-MNIST": (["--nettype", "ResNet20", "--dataset", "fashion_mnist"], "not the 28x28"),
 }
 
 

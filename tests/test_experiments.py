@@ -455,10 +455,20 @@ def test_a_point_takes_its_network_recipe_where_the_study_is_silent():
     """A ResNet point trains in the authors' recipe (the registry's) unless the study says otherwise, and its
     directory says so; a recipe setting the study gives wins."""
     point = {"nettype": "ResNet20", "traintype": "FreePruning", "seed": 1}
-    assert experiments.experiment_directory(point, Path("out")).name == "mask_relu_he_LR0.001_steps_aug"
+    assert experiments.experiment_directory(point, Path("out")).name == "mask_relu_he_LR0.001_steps200_aug"
     assert experiments.point_value(point, "batchsize") == 64 and experiments.point_value(point, "augment") is True
     assert experiments.point_value(dict(point, batchsize=32), "batchsize") == 32
     sgd = dict(point, optimizer="sgd", momentum=0.9, weightdecay=5e-4, lrschedule="cosine", lr=0.1)
     assert experiments.experiment_directory(sgd, Path("out")).name == \
-        "mask_relu_he_LR0.1_sgd_M0.9_WD0.0005_cosine_aug"
+        "mask_relu_he_LR0.1_sgd_M0.9_WD0.0005_cosine200_aug"
     assert experiments.experiment_directory(dict(POINT), Path("out")).name == "flip_relu_heconstant_LR0.001"
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_a_point_s_command_line_is_one_that_masktrainer_takes(augment):
+    """Every setting a study may give reaches MaskTrainer as it parses it (a switch as --augment / --no-augment)."""
+    import MaskTrainer
+    point = dict(POINT, augment=augment, optimizer="sgd", momentum=0.9, lrschedule="cosine", weightdecay=1e-4)
+    command = experiments.trainer_command(point, Path("out"), "start", None)
+    args = MaskTrainer.build_parser().parse_args(command[2:])
+    assert MaskTrainer.given_settings(args) == {**point, "outputpath": "out"}

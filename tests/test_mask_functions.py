@@ -28,6 +28,15 @@ def test_registry_lists_the_paper_masks_and_the_rivals():
     assert sorted(functions.MASK_TYPES) == ["bernoulli", "flip", "mask", "mask_rs", "signed", "topk"]
 
 
+def test_masktype_choices_are_the_registry_s():
+    """`--masktype` takes its choices from the training types (the settings floor reads nothing of `masks`):
+    they must be exactly the registered mask functions."""
+    from settings.config import RunConfig
+    from settings.types import TRAINING_TYPES
+    assert {name for kind in TRAINING_TYPES.values() for name in kind.mask_types} == set(functions.MASK_TYPES)
+    assert all(RunConfig.problem("masktype", name) is None for name in functions.MASK_TYPES)
+
+
 @pytest.mark.parametrize("name", PAPER_MASKS)
 def test_forward_is_exactly_the_hard_mask(name):
     mask, _ = forward_and_gradient(name, SCORES, np.ones_like(SCORES))

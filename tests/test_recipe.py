@@ -93,7 +93,7 @@ def test_a_recipe_run_records_its_settings_and_its_own_directory(tmp_path, mnist
     config = json.loads(files.config.read_text())
     assert (config["optimizer"], config["momentum"], config["weightdecay"], config["lrschedule"],
             config["augment"], config["batchnorm"]) == ("sgd", 0.9, 0.0001, "cosine", True, None)
-    assert files.directory.name == "mask_relu_he_LR0.1_sgd_M0.9_WD0.0001_cosine_aug"
+    assert files.directory.name == "mask_relu_he_LR0.1_sgd_M0.9_WD0.0001_cosine2_aug"
     assert float(run.optimizer.learning_rate) == pytest.approx(recipe.learning_rate("cosine", 0.1, 2, 2))
     log = json.loads(files.log_json.read_text())
     assert log["testAccuracy"][-1] > log["testAccuracy"][0] + 0.1  # it learns
@@ -132,3 +132,18 @@ def test_the_paper_recipe_leaves_the_identity_of_earlier_runs_unchanged():
 def test_bad_recipe_settings_are_refused_in_one_line(settings, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         RunConfig.from_dict(settings, "study")
+
+
+def test_a_scheduled_run_is_its_epochs_and_cannot_be_extended(tmp_path, mnist_directory, capsys):
+    """A schedule spans --maxepochs: another length is another run (its own directory and digest), and a finished
+    run is not extended over a schedule it did not follow; a constant rate still extends."""
+    flags = ["--outputpath", str(tmp_path), "--datadir", str(mnist_directory), "--trainsize", "500", "--seed", "2"]
+    assert MaskTrainer.main([*flags, "--maxepochs", "1", "--lrschedule", "cosine"]) == 0
+    files = only_run(tmp_path)
+    assert files.directory.name == "mask_relu_he_LR0.001_cosine1"
+    capsys.readouterr()
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "3"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "follows --lrschedule cosine over its 1 epochs; it cannot be extended to 3" in error
+    assert RunConfig(lrschedule="cosine", maxepochs=3).digest() != RunConfig(lrschedule="cosine").digest()
+    assert RunConfig(maxepochs=3).digest() == RunConfig().digest()

@@ -45,7 +45,7 @@ def test_resnet20_trains_an_epoch_and_its_model_keeps_batchnorm_statistics(train
     config = json.loads(run.files.config.read_text())  # the authors' recipe, from the registry, and the mode
     assert {key: config[key] for key in ("optimizer", "lrschedule", "batchsize", "augment", "batchnorm")} == \
         {"optimizer": "adam", "lrschedule": "steps", "batchsize": 64, "augment": True, "batchnorm": batchnorm}
-    assert run.files.directory.name == "mask_relu_he_LR0.01_steps_aug" + ("_BNfrozen" if batchnorm == "frozen" else "")
+    assert run.files.directory.name == "mask_relu_he_LR0.01_steps1_aug" + ("_BNfrozen" if batchnorm == "frozen" else "")
     trained = batchnorm_variables(run.model)
     assert any(name.endswith("gamma") for name in trained) == (batchnorm == "trainable")
     assert not np.array_equal(trained["bn_1/moving_mean"], np.zeros_like(trained["bn_1/moving_mean"]))

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from training import recipe
-from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
+from training.backends.compiled_steps import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "jax"
 DETERMINISM_FLAG = "--xla_gpu_deterministic_ops=true"

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import recipe
-from training.backends import STEPS_PER_CALL, CompiledSteps, evaluation_slices
+from training.backends.compiled_steps import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "tensorflow"
 # `--jit auto` per device (BENCHMARKS.md): on CPU XLA makes the LeNet loop about 3 times faster and ConvN steps
