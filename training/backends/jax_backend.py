@@ -131,7 +131,7 @@ class Steps(CompiledSteps):
     def compile(self, order: np.ndarray, augmentation: np.ndarray | None = None) -> None:
         """Ahead-of-time compilation: nothing runs, so no variable changes."""
         state = self._read_state()
-        augmentation = None if augmentation is None else jnp.asarray(augmentation)
+        augmentation = None if augmentation is None else jax.ShapeDtypeStruct(augmentation.shape, augmentation.dtype)
         for call in self.calls(order):
             self._call_for(call.shape, state, augmentation)
 

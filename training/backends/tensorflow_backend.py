@@ -120,7 +120,8 @@ class Steps(CompiledSteps):
                     on_progress: Callable[[int, float], None] | None = None,
                     between_calls: Callable[[], None] | None = None) -> float:
         loss_sum, steps_done = tf.constant(0.0), 0
-        augmentation = None if augmentation is None else tf.constant(augmentation)
+        # On the device once for the epoch (a host constant would be copied into every call on a GPU)
+        augmentation = None if augmentation is None else tf.identity(tf.constant(augmentation))
         for call in self.calls(order):
             loss_sum += self._train_steps(tf.constant(call), augmentation)
             steps_done += len(call)
