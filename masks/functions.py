@@ -81,131 +81,183 @@ def _count(condition):
     return ops.sum(ops.cast(condition, "int32"))
 
 
-def _two_counts(rows, low, high):
-    """(count(rows >= low), count(rows >= high)) over an int32 [r, c] view, in one pass where c < 2^15: each
-    row sums both counts in one int32, the second 16 bits above the first (a pass costs as much as a count)."""
+def _row_counts(rows, low, high):
+    """Per row of an int32 [r, c] view, (count(rows >= low), count(rows >= high)): the 0/1 comparisons times a
+    ones column, which XLA:CPU computes about five times faster than a reduction (BENCHMARKS.md). Both counts
+    share one float32 product where they fit its 24 exact bits, the second scaled by a power of two above c."""
     from keras import ops
-    if rows.shape[1] >= 1 << 15:
-        return _count(rows >= low), _count(rows >= high)
-    packed = ops.sum(ops.cast(rows >= low, "int32") + ops.cast(rows >= high, "int32") * (1 << 16), axis=1)
-    return ops.sum(ops.bitwise_and(packed, (1 << 16) - 1)), ops.sum(ops.right_shift(packed, 16))
+    columns = rows.shape[1]
+    ones = ops.ones((columns, 1), "float32")
+    shift = columns.bit_length()
+    if columns * ((1 << shift) + 1) < 1 << 24:
+        packed = ops.cast(rows >= low, "float32") + ops.cast(rows >= high, "float32") * float(1 << shift)
+        sums = ops.cast(ops.matmul(packed, ones)[:, 0], "int32")
+        return ops.bitwise_and(sums, (1 << shift) - 1), ops.right_shift(sums, shift)
+    return tuple(ops.cast(ops.matmul(ops.cast(rows >= bound, "float32"), ones)[:, 0], "int32")
+                 for bound in (low, high))
 
 
-def _largest_with_count(values, count, bits: int, counted: Callable):
-    """The largest integer t in [0, 2^bits) with `counted(values, t)` >= `count`, for a `counted` that does not
-    grow with t: a bisection over the bits of t, each step one linear pass (no sort)."""
-    from keras import ops
-    powers = ops.convert_to_tensor(np.array([1 << bit for bit in reversed(range(bits))], np.int32))
-
-    def step(i, found):
-        candidate = found + ops.take(powers, i)
-        return ops.where(counted(values, candidate) >= count, candidate, found)
-    return ops.fori_loop(0, bits, step, ops.convert_to_tensor(0, "int32"))
-
-
-# One above the bit pattern of +inf: no magnitude (NaN aside) is at or above it, so no pass over the layer is
-# needed to bound the search (a max over the layer costs as much as a count)
+# One above the bit pattern of +inf: no magnitude (NaN aside) is at or above it, so the search's range is known
+# to hold every weight at its low end (pattern 0) and none at its high end, without a pass over the layer
 _ABOVE_EVERY_MAGNITUDE = 0x7F800001
+# Layers of at least this many weights finish their search on the few rows that hold the bracket's values
+_BAND_LAYER_SIZE = 1 << 17
+_BAND_ROWS = 192
 
 
-def _bracket(rows, k: int, hint):
-    """(low, high, count(rows >= low), count(rows >= high)) with the first count >= k > the second: around a
-    previous threshold hint = [pattern, width] (widened fourfold until it brackets), else the whole range."""
+class _Bracket(NamedTuple):
+    """low < high with count(bits >= low) >= k > count(bits >= high), and the per-row counts at both ends."""
+    low: object
+    high: object
+    count_low: object
+    count_high: object
+    row_low: object
+    row_high: object
+
+
+def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 0) -> _Bracket:
+    """Narrow `bracket` until count(bits >= low) = k or high = low + 1, counting bits >= t as `offset` plus the
+    count in `rows`. While `width` > 0 each pass probes center +- width, fourfold wider until the two probes
+    bracket k; then it interpolates in the space of the bit patterns (roughly the logarithm of the value, so a
+    heavy tail of large scores does not spoil it), two probes just below and above where the counts' line
+    crosses k, so a good guess shrinks the bracket some sixteenfold. A pass that does not halve the bracket is
+    followed by one that cuts it in thirds, so adversarial values take at most about 40 passes. With `band`,
+    it also stops once at most `band` weights lie in the bracket."""
     from keras import ops
-    top = ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32")
+    top = _ABOVE_EVERY_MAGNITUDE
 
-    def ends(center, width):
-        low = ops.where(width >= center, 0, center - width)
-        high = ops.where(width >= top - center, top, center + width)
-        return low, high, *_two_counts(rows, low, high)
+    def probes(state, width, thirds):
+        low, high, count_low, count_high = state[:4]
+        span = high - low
+        crossing = low + ops.cast(ops.cast(span, "float32") * ops.cast(count_low - k, "float32")
+                                  / ops.cast(count_low - count_high, "float32"), "int32")
+        margin = ops.maximum(span // 32, 1)
+        below = ops.where(thirds, low + span // 3, crossing - margin)
+        above = ops.where(thirds, high - span // 3, crossing + margin)
+        below = ops.where(width > 0, ops.where(width >= center, 0, center - width), below)
+        above = ops.where(width > 0, ops.where(width >= top - center, top, center + width), above)
+        return ops.clip(below, low + 1, high - 1), ops.clip(above, low + 1, high - 1)
 
-    def unbracketed(low, high, count_low, count_high, width):
-        return ops.logical_not(ops.logical_and(count_low >= k, count_high < k))
+    def searching(*loop):
+        state = _Bracket(*loop[:6])
+        going = ops.logical_and(state.high - state.low > 1, state.count_low != k)
+        if band:
+            narrow = ops.logical_and(loop[6] == 0, state.count_low - state.count_high <= band)
+            going = ops.logical_and(going, ops.logical_not(narrow))
+        return going
 
-    def widen(low, high, count_low, count_high, width):
-        width = ops.where(width > top // 4, top, width * 4)  # at most the whole range, which brackets
-        return (*ends(center, width), width)
-    cold = hint[0] <= 0
-    center = ops.where(cold, 0, ops.minimum(hint[0], top))
-    width = ops.where(cold, top, ops.maximum(hint[1], 1))
-    low, high, count_low, count_high, _ = ops.while_loop(unbracketed, widen, (*ends(center, width), width))
-    return low, high, count_low, count_high
+    def step(*loop):
+        state, width, thirds = _Bracket(*loop[:6]), loop[6], loop[7]
+        below, above = probes(state, width, thirds)
+        row_below, row_above = _row_counts(rows, below, above)
+        count_below, count_above = offset + ops.sum(row_below), offset + ops.sum(row_above)
+        above_kept, below_kept = count_above >= k, count_below >= k
+        ends = ((above, below, state.low), (state.high, above, below),  # in _Bracket's order
+                (count_above, count_below, state.count_low), (state.count_high, count_above, count_below),
+                (row_above, row_below, state.row_low), (state.row_high, row_above, row_below))
+        new = _Bracket(*(ops.where(above_kept, first, ops.where(below_kept, second, third))
+                         for first, second, third in ends))
+        hinted = width > 0
+        width = ops.where(ops.logical_and(hinted, ops.logical_or(above_kept, ops.logical_not(below_kept))),
+                          ops.where(width > top // 4, top, width * 4), 0)
+        unhalved = new.high - new.low > (state.high - state.low) // 2
+        thirds = ops.logical_and(ops.logical_not(hinted), ops.logical_and(unhalved, ops.logical_not(thirds)))
+        return (*new, width, thirds)
+    return _Bracket(*ops.while_loop(searching, step, (*bracket, width, ops.convert_to_tensor(False)))[:6])
+
+
+def _band_rows(rows, bracket: _Bracket, slots: int):
+    """(values, row numbers): the first `slots` rows that hold values in [low, high), in order, with every value
+    outside the bracket set to -1, and a bracket over them; a search on these rows alone, its counts offset by
+    count(bits >= high), finishes as one on the whole layer would (every value in the bracket is in them)."""
+    from keras import ops
+    in_band = bracket.row_low - bracket.row_high
+    cumulative = ops.cumsum(ops.cast(in_band > 0, "int32"))
+    wanted = ops.arange(1, slots + 1, dtype="int32")
+    found = ops.zeros((slots,), "int32")  # rows before the one holding the wanted-th band row: a bisection
+    for bit in reversed(range(int(rows.shape[0]).bit_length())):
+        candidate = found + (1 << bit)
+        before = ops.take(cumulative, ops.minimum(candidate, rows.shape[0]) - 1)
+        found = ops.where(ops.logical_and(candidate <= rows.shape[0], before < wanted), candidate, found)
+    valid = found < rows.shape[0]
+    numbers = ops.minimum(found, rows.shape[0] - 1)
+    values = ops.take(rows, numbers, axis=0)
+    keep = ops.logical_and(ops.logical_and(valid[:, None], values >= bracket.low), values < bracket.high)
+    row_low = ops.where(valid, ops.take(in_band, numbers), 0)
+    band = _Bracket(bracket.low, bracket.high, bracket.count_low, bracket.count_high, row_low,
+                    ops.zeros((slots,), "int32"))
+    return ops.where(keep, values, -1), numbers, band
+
+
+def _last_tie_kept(rows, numbers, bracket: _Bracket, k: int):
+    """The index in the layer of the last weight kept among those whose pattern is `low`, when ties there
+    straddle the k-th largest (first ones in row-major order kept): found from the bracket's per-row counts,
+    then within one row, with no pass over the layer. Meaningless where no ties straddle."""
+    from keras import ops
+    ties = bracket.row_low - bracket.row_high
+    needed = k - bracket.count_high
+    cumulative = ops.cumsum(ties)
+    row = ops.minimum(_count(cumulative < needed), rows.shape[0] - 1)
+    needed_in_row = needed - (ops.take(cumulative, row) - ops.take(ties, row))
+    in_row = ops.cumsum(ops.cast(ops.take(rows, row, axis=0) == bracket.low, "int32"))
+    return ops.take(numbers, row) * rows.shape[1] + _count(in_row < needed_in_row)
 
 
 def top_k_search(magnitudes, keep: float, hint=None):
-    """(found, next hint): found = int32 [t, count(bits >= t)] for a bit pattern t whose `bits >= t` are the
-    kept_count(keep, n) largest of the non-negative float32 `magnitudes`, or else the k-th largest pattern
-    itself, which ties straddle; the count tells `top_k_indicator` which, without one more pass.
+    """(found, next hint): found = int32 [t, last] such that the kept_count(keep, n) largest of the non-negative
+    float32 `magnitudes` are those with pattern above t, and those at t up to index `last` in row-major order
+    (ties broken by position); `top_k_indicator` reads it in one expression.
 
     A search on the counts, in linear time with no sort: non-negative floats order as their int32 bit patterns.
-    It starts from a bracket around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or
-    None: the whole range), then narrows it by interpolation in the space of the bit patterns (roughly the
-    logarithm of the value, so a heavy tail of large scores does not spoil it). Each pass counts at two
-    thresholds at once (`_two_counts`): just below and just above where the counts' line crosses k, so a good
-    guess shrinks the bracket some sixteenfold. Scores are smoothly distributed, so a few passes land in the gap
-    between the k-th and (k+1)-th largest (BENCHMARKS.md); a pass that does not halve the bracket is followed by
-    one that cuts it in thirds, so adversarial values take at most about 40 passes. The result is exact whatever
-    the hint: the hint only saves passes.
+    It starts from around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or None: the
+    whole range) and narrows by interpolation (`_search`), each pass counting at two thresholds. On a layer of
+    2^17 weights or more, once some sqrt(n)/4 weights are left in the bracket, it finishes on the rows that hold
+    them (`_band_rows`). The result is exact whatever the hint: the hint only saves passes.
     """
     from keras import ops
+    size = int(np.prod(magnitudes.shape))
     bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
     rows = ops.reshape(bits, (-1, magnitudes.shape[-1]))
-    k = kept_count(keep, int(bits.shape[0]))
+    k = kept_count(keep, size)
     hint = ops.zeros((2,), "int32") if hint is None else hint
-
-    def probes(low, high, count_low, count_high, thirds):
-        width = high - low
-        crossing = low + ops.cast(ops.cast(width, "float32") * ops.cast(count_low - k, "float32")
-                                  / ops.cast(count_low - count_high, "float32"), "int32")
-        margin = ops.maximum(width // 32, 1)
-        below = ops.where(thirds, low + width // 3, crossing - margin)
-        above = ops.where(thirds, high - width // 3, crossing + margin)
-        return ops.clip(below, low + 1, high - 1), ops.clip(above, low + 1, high - 1)
-
-    def searching(low, high, count_low, count_high, thirds):
-        return ops.logical_and(high - low > 1, count_low != k)
-
-    def step(low, high, count_low, count_high, thirds):
-        below, above = probes(low, high, count_low, count_high, thirds)
-        count_below, count_above = _two_counts(rows, below, above)
-        new_low = ops.where(count_above >= k, above, ops.where(count_below >= k, below, low))
-        new_count_low = ops.where(count_above >= k, count_above, ops.where(count_below >= k, count_below, count_low))
-        new_high = ops.where(count_above >= k, high, ops.where(count_below >= k, above, below))
-        new_count_high = ops.where(count_above >= k, count_high,
-                                   ops.where(count_below >= k, count_above, count_below))
-        unhalved = new_high - new_low > (high - low) // 2
-        return new_low, new_high, new_count_low, new_count_high, ops.logical_and(unhalved, ops.logical_not(thirds))
     if k == 0:
-        return ops.stack([ops.max(bits) + 1, 0]), hint
-    start = (*_bracket(rows, k, hint), ops.convert_to_tensor(False))
-    threshold, _, count = ops.while_loop(searching, step, start)[:3]
-    moved = ops.abs(threshold - ops.where(hint[0] <= 0, threshold, hint[0]))
-    return ops.stack([threshold, count]), ops.stack([threshold, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)])
+        return ops.stack([ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32"), -1]), hint
+    cold = hint[0] <= 0
+    center = ops.where(cold, 0, ops.minimum(hint[0], _ABOVE_EVERY_MAGNITUDE))
+    width = ops.where(cold, 0, ops.maximum(hint[1], 1))
+    zero, row_count = ops.convert_to_tensor(0, "int32"), int(rows.shape[0])
+    whole = _Bracket(zero, ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32"),
+                     ops.convert_to_tensor(size, "int32"), zero,
+                     ops.full((row_count,), int(rows.shape[1]), "int32"), ops.zeros((row_count,), "int32"))
+    numbers = ops.arange(row_count, dtype="int32")
+    band = min(_BAND_ROWS, math.isqrt(size) // 4) if size >= _BAND_LAYER_SIZE else 0
+    found = _search(rows, k, 0, whole, center, width, band)
+    last = _last_tie_kept(rows, numbers, found, k)
+    if band:  # a search stopped on a band wider than `band` is already over: its ties may fill many rows
+        band_values, band_numbers, narrowed = _band_rows(rows, found, band)
+        narrowed = _search(band_values, k, found.count_high, narrowed, center, zero)
+        last = ops.where(found.count_low - found.count_high > band, last,
+                         _last_tie_kept(band_values, band_numbers, narrowed, k))
+        found = narrowed
+    last = ops.where(found.count_low == k, size - 1, last)
+    moved = ops.abs(found.low - ops.where(cold, found.low, hint[0]))
+    return (ops.stack([found.low, last]),
+            ops.stack([found.low, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)]))
 
 
 def top_k_indicator(magnitudes, keep: float, threshold=None):
     """1 for the `kept_count(keep, n)` largest of the non-negative float32 `magnitudes`, else 0 (int32).
 
-    `threshold` is `top_k_search`'s result (pattern and count), searched here when not given. Ties at the k-th
-    largest value are broken by position (the first ones in row-major order are kept), with a bisection over the
-    index, so exactly k are kept.
+    `threshold` is `top_k_search`'s result [t, last], searched here when not given: ties at the k-th largest
+    value are broken by position (the first ones in row-major order are kept), so exactly k are kept, in one
+    elementwise expression.
     """
     from keras import ops
     shape, size = magnitudes.shape, int(np.prod(magnitudes.shape))
-    k = kept_count(keep, size)
     bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
     found = top_k_search(magnitudes, keep)[0] if threshold is None else threshold
-    threshold, count = found[0], found[1]
-    at_or_above = bits >= threshold
-    index = ops.arange(size, dtype="int32")
-
-    def with_first_ties():
-        ties = ops.equal(bits, threshold)
-        needed = k - _count(bits > threshold)
-        last = _largest_with_count(index, 0, max(1, size.bit_length()),
-                                   lambda values, j: needed - _count(ops.logical_and(ties, values < j)) - 1)
-        return ops.logical_or(bits > threshold, ops.logical_and(ties, index <= last))
-    kept = ops.cond(count == k, lambda: at_or_above, with_first_ties)
+    kept = ops.logical_or(bits > found[0], ops.logical_and(bits == found[0],
+                                                           ops.arange(size, dtype="int32") <= found[1]))
     return ops.reshape(ops.cast(kept, "int32"), shape)
 
 

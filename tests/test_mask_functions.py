@@ -157,20 +157,84 @@ def test_signed_supermask_keeps_hides_or_inverts_with_identity_gradient():
     np.testing.assert_array_equal(gradient, upstream)
 
 
-@pytest.mark.parametrize("hint", ["none", "at the answer", "near", "far above", "far below", "past the largest"])
+def assert_search_is_exact(scores: np.ndarray, keep: float, hint=None):
+    """`top_k_search` from `hint` gives a threshold t with count(> t) <= k <= count(>= t), and the indicator
+    built from it is the sorted reference."""
+    magnitudes = np.abs(scores)
+    hint = None if hint is None else ops.convert_to_tensor(np.array(hint, np.int32))
+    found, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), keep, hint)
+    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), keep, found))
+    np.testing.assert_array_equal(mask, reference_top_k(scores, keep))
+    threshold, bits, k = int(np.asarray(found)[0]), magnitudes.view(np.int32), functions.kept_count(keep, scores.size)
+    assert np.sum(bits > threshold) <= k <= np.sum(bits >= threshold) or k == 0
+    return threshold, np.asarray(next_hint)
+
+
+# Hints as the layer keeps them ([pattern, width]; checkpoints of earlier runs hold the same), good and bad
+HINTS = ["none", "at the answer", "near", "far above", "far below", "past the largest", "widest"]
+
+
+def hint_for(name: str, answer: int) -> list[int]:
+    return {"none": [0, 0], "at the answer": [answer, 16], "near": [answer + 5000, 64],
+            "far above": [answer + 2**26, 16], "far below": [1, 3], "past the largest": [2**31 - 2, 1],
+            "widest": [answer, 2**29]}[name]
+
+
+def kth_largest_pattern(magnitudes: np.ndarray, keep: float) -> int:
+    return int(np.sort(magnitudes.ravel())[::-1][functions.kept_count(keep, magnitudes.size) - 1].view(np.int32))
+
+
+@pytest.mark.parametrize("hint", HINTS)
 def test_top_k_search_is_exact_from_any_previous_threshold(hint):
     scores = np.random.default_rng(8).standard_normal((300, 100)).astype(np.float32)
-    magnitudes = np.abs(scores)
-    answer = int(np.sort(magnitudes.ravel())[::-1][functions.kept_count(0.3, scores.size) - 1:][:1].view(np.int32)[0])
-    hints = {"none": [0, 0], "at the answer": [answer, 16], "near": [answer + 5000, 64],
-             "far above": [answer + 2**26, 16], "far below": [1, 3], "past the largest": [2**31 - 2, 1]}
-    found, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), 0.3,
-                                              ops.convert_to_tensor(np.array(hints[hint], np.int32)))
-    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), 0.3, found))
-    np.testing.assert_array_equal(mask, reference_top_k(scores, 0.3))
-    threshold, count = np.asarray(found)
-    assert count == np.sum(magnitudes.view(np.int32) >= threshold)  # the count the indicator trusts
-    assert int(np.asarray(next_hint)[0]) == threshold and int(np.asarray(next_hint)[1]) >= 16
+    answer = kth_largest_pattern(np.abs(scores), 0.3)
+    threshold, next_hint = assert_search_is_exact(scores, 0.3, hint_for(hint, answer))
+    assert next_hint[0] == threshold and next_hint[1] >= 16
+
+
+LARGE = np.random.default_rng(10).standard_normal((784, 300)).astype(np.float32)  # 2^17 weights or more: band path
+
+
+@pytest.mark.parametrize("hint", HINTS)
+@pytest.mark.parametrize("keep", [0.5, 0.01])
+def test_top_k_search_of_a_large_layer_finishes_exactly_on_the_band_s_rows(hint, keep):
+    assert LARGE.size >= 1 << 17
+    assert_search_is_exact(LARGE, keep, hint_for(hint, kth_largest_pattern(np.abs(LARGE), keep)))
+
+
+def rounded(scores: np.ndarray, decimals: int) -> np.ndarray:
+    return np.round(scores, decimals).astype(np.float32)
+
+
+@pytest.mark.parametrize("scores", [
+    rounded(LARGE, 1),  # ties straddle the threshold and fill hundreds of rows
+    rounded(LARGE, 3),  # a few ties in the band
+    np.full((512, 300), 0.25, np.float32),  # all equal: the last tie kept is the k-th weight
+    np.where(np.arange(600 * 256).reshape(600, 256) < 300 * 256, 1.0, 0.0).astype(np.float32),  # two values
+    np.random.default_rng(11).standard_normal((2, 70000)).astype(np.float32)],  # rows too long to pack two counts
+    ids=["many ties", "few ties", "all equal", "two values", "long rows"])
+@pytest.mark.parametrize("keep", [0.5, 0.3, 0.9])
+def test_top_k_search_of_a_large_layer_breaks_ties_by_position(scores, keep):
+    for hint in (None, [kth_largest_pattern(np.abs(scores), keep), 16]):
+        assert_search_is_exact(scores, keep, hint)
+
+
+@pytest.mark.parametrize("shape", [(6, 7), (784, 300)])
+@pytest.mark.parametrize("kept", ["one", "all", "none"])
+def test_top_k_search_keeps_one_all_or_none(shape, kept):
+    scores = np.random.default_rng(12).permutation(np.tile(TIED.ravel(), -(-np.prod(shape) // TIED.size))
+                                                   [:np.prod(shape)]).reshape(shape)
+    keep = {"one": 1 / scores.size, "all": 1.0, "none": 0.4 / scores.size}[kept]
+    assert functions.kept_count(keep, scores.size) == {"one": 1, "all": scores.size, "none": 0}[kept]
+    assert_search_is_exact(scores, keep)
+
+
+@pytest.mark.parametrize("shape", [(784, 300), (3, 5000)])
+def test_row_counts_count_each_row_at_both_thresholds(shape):
+    rows = np.random.default_rng(13).integers(0, 100, shape).astype(np.int32)
+    low, high = functions._row_counts(ops.convert_to_tensor(rows), np.int32(40), np.int32(60))
+    np.testing.assert_array_equal(np.asarray(low), np.sum(rows >= 40, axis=1))
+    np.testing.assert_array_equal(np.asarray(high), np.sum(rows >= 60, axis=1))
 
 
 def test_top_k_search_reaches_tiny_scores_from_a_hint_near_the_largest_pattern():
