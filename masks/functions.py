@@ -82,19 +82,19 @@ def _count(condition):
 
 
 def _row_counts(rows, low, high):
-    """Per row of an int32 [r, c] view, (count(rows >= low), count(rows >= high)): the 0/1 comparisons times a
-    ones column, which XLA:CPU computes about five times faster than a reduction (BENCHMARKS.md). Both counts
-    share one float32 product where they fit its 24 exact bits, the second scaled by a power of two above c."""
+    """Per row of an int32 [r, c] view, (count(rows >= low), count(rows >= high)). Where c < 1024, both counts
+    come from one product of the 0/1 comparisons with a ones column, the second scaled by a power of two above c
+    (XLA:CPU sums rows that way about five times faster than by a reduction, BENCHMARKS.md): the packed values
+    need at most 11 significant bits, so the product is exact even where a GPU rounds float32 products to TF32.
+    Longer rows are counted by integer reductions, exact on every device."""
     from keras import ops
     columns = rows.shape[1]
-    ones = ops.ones((columns, 1), "float32")
     shift = columns.bit_length()
-    if columns * ((1 << shift) + 1) < 1 << 24:
+    if shift <= 10:
         packed = ops.cast(rows >= low, "float32") + ops.cast(rows >= high, "float32") * float(1 << shift)
-        sums = ops.cast(ops.matmul(packed, ones)[:, 0], "int32")
+        sums = ops.cast(ops.matmul(packed, ops.ones((columns, 1), "float32"))[:, 0], "int32")
         return ops.bitwise_and(sums, (1 << shift) - 1), ops.right_shift(sums, shift)
-    return tuple(ops.cast(ops.matmul(ops.cast(rows >= bound, "float32"), ones)[:, 0], "int32")
-                 for bound in (low, high))
+    return tuple(ops.sum(ops.cast(rows >= bound, "int32"), axis=1) for bound in (low, high))
 
 
 # One above the bit pattern of +inf: no magnitude (NaN aside) is at or above it, so the search's range is known
@@ -212,7 +212,8 @@ def top_k_search(magnitudes, keep: float, hint=None):
     It starts from around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or None: the
     whole range) and narrows by interpolation (`_search`), each pass counting at two thresholds. On a layer of
     2^17 weights or more, once some sqrt(n)/4 weights are left in the bracket, it finishes on the rows that hold
-    them (`_band_rows`). The result is exact whatever the hint: the hint only saves passes.
+    them (`_band_rows`). The result is exact whatever the hint: the hint only saves passes. NaN magnitudes (a
+    diverged run) rank above every number: where there are k or more, all of them are kept.
     """
     from keras import ops
     size = int(np.prod(magnitudes.shape))
@@ -234,7 +235,7 @@ def top_k_search(magnitudes, keep: float, hint=None):
     found = _search(rows, k, 0, whole, center, width, band)
     last = _last_tie_kept(rows, numbers, found, k)
     if band:  # a search stopped on a band wider than `band` is already over: its ties may fill many rows
-        band_values, band_numbers, narrowed = _band_rows(rows, found, band)
+        band_values, band_numbers, narrowed = _band_rows(rows, found, min(band, row_count))
         narrowed = _search(band_values, k, found.count_high, narrowed, center, zero)
         last = ops.where(found.count_low - found.count_high > band, last,
                          _last_tie_kept(band_values, band_numbers, narrowed, k))

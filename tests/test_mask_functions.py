@@ -229,7 +229,7 @@ def test_top_k_search_keeps_one_all_or_none(shape, kept):
     assert_search_is_exact(scores, keep)
 
 
-@pytest.mark.parametrize("shape", [(784, 300), (3, 5000)])
+@pytest.mark.parametrize("shape", [(784, 300), (5, 1023), (3, 5000)])
 def test_row_counts_count_each_row_at_both_thresholds(shape):
     rows = np.random.default_rng(13).integers(0, 100, shape).astype(np.int32)
     low, high = functions._row_counts(ops.convert_to_tensor(rows), np.int32(40), np.int32(60))
