@@ -81,13 +81,25 @@ def _count(condition):
     return ops.sum(ops.cast(condition, "int32"))
 
 
+def _patterns(values):
+    """The int32 patterns a search compares: of float32 values, |value|'s (the sign bit cleared); int32 patterns
+    (a band's) as they are."""
+    from keras import ops
+    if "float" not in str(values.dtype):
+        return values
+    return ops.bitwise_and(ops.view(values, "int32"), 0x7FFFFFFF)
+
+
 def _row_counts(rows, low, high):
-    """Per row of an int32 [r, c] view, (count(rows >= low), count(rows >= high)). Where c < 1024, both counts
+    """Per row of an [r, c] view (`_patterns`), (count(>= low), count(>= high)). Where c < 1024, both counts
     come from one product of the 0/1 comparisons with a ones column, the second scaled by a power of two above c
     (XLA:CPU sums rows that way about five times faster than by a reduction, BENCHMARKS.md): the packed values
     need at most 11 significant bits, so the product is exact even where a GPU rounds float32 products to TF32.
     Longer rows are counted by integer reductions, exact on every device."""
     from keras import ops
+    # low >= 0 always: selecting on it ties the patterns to the loop, so XLA reads the layer within each pass
+    # instead of hoisting its patterns out of the search's loop into an array of their own (one more pass)
+    rows = _patterns(ops.where(low >= 0, rows, ops.zeros_like(rows)))
     columns = rows.shape[1]
     shift = columns.bit_length()
     if shift <= 10:
@@ -167,9 +179,10 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
 
 
 def _band_rows(rows, bracket: _Bracket, slots: int):
-    """(values, row numbers): the first `slots` rows that hold values in [low, high), in order, with every value
-    outside the bracket set to -1, and a bracket over them; a search on these rows alone, its counts offset by
-    count(bits >= high), finishes as one on the whole layer would (every value in the bracket is in them)."""
+    """(patterns, row numbers): the first `slots` rows that hold patterns in [low, high), in order, as
+    `_patterns`, with every one outside the bracket set to -1, and a bracket over them; a search on these rows
+    alone, its counts offset by count(patterns >= high), finishes as one on the whole layer would (every pattern
+    in the bracket is in them)."""
     from keras import ops
     in_band = bracket.row_low - bracket.row_high
     cumulative = ops.cumsum(ops.cast(in_band > 0, "int32"))
@@ -181,7 +194,7 @@ def _band_rows(rows, bracket: _Bracket, slots: int):
         found = ops.where(ops.logical_and(candidate <= rows.shape[0], before < wanted), candidate, found)
     valid = found < rows.shape[0]
     numbers = ops.minimum(found, rows.shape[0] - 1)
-    values = ops.take(rows, numbers, axis=0)
+    values = _patterns(ops.take(rows, numbers, axis=0))
     keep = ops.logical_and(ops.logical_and(valid[:, None], values >= bracket.low), values < bracket.high)
     row_low = ops.where(valid, ops.take(in_band, numbers), 0)
     band = _Bracket(bracket.low, bracket.high, bracket.count_low, bracket.count_high, row_low,
@@ -199,14 +212,14 @@ def _last_tie_kept(rows, numbers, bracket: _Bracket, k: int):
     cumulative = ops.cumsum(ties)
     row = ops.minimum(_count(cumulative < needed), rows.shape[0] - 1)
     needed_in_row = needed - (ops.take(cumulative, row) - ops.take(ties, row))
-    in_row = ops.cumsum(ops.cast(ops.take(rows, row, axis=0) == bracket.low, "int32"))
+    in_row = ops.cumsum(ops.cast(_patterns(ops.take(rows, row, axis=0)) == bracket.low, "int32"))
     return ops.take(numbers, row) * rows.shape[1] + _count(in_row < needed_in_row)
 
 
-def top_k_search(magnitudes, keep: float, hint=None):
-    """(found, next hint): found = int32 [t, last] such that the kept_count(keep, n) largest of the non-negative
-    float32 `magnitudes` are those with pattern above t, and those at t up to index `last` in row-major order
-    (ties broken by position); `top_k_indicator` reads it in one expression.
+def top_k_search(values, keep: float, hint=None):
+    """(found, next hint): found = int32 [t, last] such that the kept_count(keep, n) largest |values| (float32)
+    are those whose |value| has a pattern above t, and those at t up to index `last` in row-major order (ties
+    broken by position); `top_k_indicator` reads it in one expression.
 
     A search on the counts, in linear time with no sort: non-negative floats order as their int32 bit patterns.
     It starts from around the previous step's threshold (`hint`, int32 [pattern, width]; [0, 0] or None: the
@@ -216,9 +229,8 @@ def top_k_search(magnitudes, keep: float, hint=None):
     diverged run) rank above every number: where there are k or more, all of them are kept.
     """
     from keras import ops
-    size = int(np.prod(magnitudes.shape))
-    bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
-    rows = ops.reshape(bits, (-1, magnitudes.shape[-1]))
+    size = int(np.prod(values.shape))
+    rows = ops.reshape(values, (-1, values.shape[-1]))
     k = kept_count(keep, size)
     hint = ops.zeros((2,), "int32") if hint is None else hint
     if k == 0:
@@ -246,17 +258,17 @@ def top_k_search(magnitudes, keep: float, hint=None):
             ops.stack([found.low, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)]))
 
 
-def top_k_indicator(magnitudes, keep: float, threshold=None):
-    """1 for the `kept_count(keep, n)` largest of the non-negative float32 `magnitudes`, else 0 (int32).
+def top_k_indicator(values, keep: float, threshold=None):
+    """1 for the `kept_count(keep, n)` largest |values| (float32), else 0 (int32).
 
     `threshold` is `top_k_search`'s result [t, last], searched here when not given: ties at the k-th largest
     value are broken by position (the first ones in row-major order are kept), so exactly k are kept, in one
     elementwise expression.
     """
     from keras import ops
-    shape, size = magnitudes.shape, int(np.prod(magnitudes.shape))
-    bits = ops.view(ops.reshape(magnitudes, (-1,)), "int32")
-    found = top_k_search(magnitudes, keep)[0] if threshold is None else threshold
+    shape, size = values.shape, int(np.prod(values.shape))
+    bits = _patterns(ops.reshape(values, (-1,)))
+    found = top_k_search(values, keep)[0] if threshold is None else threshold
     kept = ops.logical_or(bits > found[0], ops.logical_and(bits == found[0],
                                                            ops.arange(size, dtype="int32") <= found[1]))
     return ops.reshape(ops.cast(kept, "int32"), shape)
@@ -267,8 +279,7 @@ def top_k_mask(scores, inputs: MaskInputs):
     largest |score|, else 0; the gradient passes straight through to |s| (allenai/hidden-networks,
     utils/conv_type.py: `GetSubnet.apply(self.scores.abs(), k)` returns the gradient unchanged)."""
     from keras import ops
-    hard = ops.cast(top_k_indicator(ops.abs(ops.cast(scores, "float32")), inputs.keep, inputs.threshold),
-                    scores.dtype)
+    hard = ops.cast(top_k_indicator(ops.cast(scores, "float32"), inputs.keep, inputs.threshold), scores.dtype)
     # |s| as s * sign(s) for the gradient: sign(s), 0 at s = 0 on every backend (JAX's abs has slope 1 there)
     return _straight_through(scores, hard, scores * ops.stop_gradient(ops.sign(scores)))
 

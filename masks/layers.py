@@ -102,8 +102,7 @@ class MaskedLayer(keras.layers.Layer):
                 self.draws.assign(draw)
             uniforms = functions.uniform_noise(tuple(self.scores.shape), self.noise_seed, draw)
         if self.mask_function.keeps_fraction:
-            magnitudes = ops.abs(ops.cast(self.scores, "float32"))
-            threshold, hint = functions.top_k_search(magnitudes, self.keep, self.search_hint)
+            threshold, hint = functions.top_k_search(ops.cast(self.scores, "float32"), self.keep, self.search_hint)
             if training:
                 self.search_hint.assign(hint)
         return functions.MaskInputs(keep=self.keep, threshold=threshold, uniforms=uniforms)

@@ -159,11 +159,13 @@ def test_signed_supermask_keeps_hides_or_inverts_with_identity_gradient():
 
 def assert_search_is_exact(scores: np.ndarray, keep: float, hint=None):
     """`top_k_search` from `hint` gives a threshold t with count(> t) <= k <= count(>= t), and the indicator
-    built from it is the sorted reference."""
+    built from it is the sorted reference; the signed scores (as the layer passes them) give what their
+    magnitudes give."""
     magnitudes = np.abs(scores)
     hint = None if hint is None else ops.convert_to_tensor(np.array(hint, np.int32))
-    found, next_hint = functions.top_k_search(ops.convert_to_tensor(magnitudes), keep, hint)
-    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(magnitudes), keep, found))
+    found, next_hint = functions.top_k_search(ops.convert_to_tensor(scores), keep, hint)
+    np.testing.assert_array_equal(found, functions.top_k_search(ops.convert_to_tensor(magnitudes), keep, hint)[0])
+    mask = np.asarray(functions.top_k_indicator(ops.convert_to_tensor(scores), keep, found))
     np.testing.assert_array_equal(mask, reference_top_k(scores, keep))
     threshold, bits, k = int(np.asarray(found)[0]), magnitudes.view(np.int32), functions.kept_count(keep, scores.size)
     assert np.sum(bits > threshold) <= k <= np.sum(bits >= threshold) or k == 0
