@@ -84,8 +84,8 @@ def _count(condition):
 def _patterns(values):
     """The int32 patterns a search compares: of float32 values, |value|'s (the sign bit cleared); int32 patterns
     (a band's) as they are."""
-    from keras import ops
-    if "float" not in str(values.dtype):
+    from keras import backend, ops
+    if backend.standardize_dtype(values.dtype) == "int32":
         return values
     return ops.bitwise_and(ops.view(values, "int32"), 0x7FFFFFFF)
 
