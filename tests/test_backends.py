@@ -31,6 +31,7 @@ def run_script(*args: str, backend: str, cwd=REPO_ROOT, blocked: bool = False) -
                           env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(REPO_ROOT)})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() == "jax", reason="runs both backends itself: once, in the TensorFlow pass")
 @pytest.mark.parametrize("traintype", ["FreePruning", "EdgePopup", "Supermask", "SignedSupermask"])
 def test_one_lenet_epoch_agrees_between_the_backends(tmp_path, mnist_directory, capsys, traintype):

@@ -106,6 +106,7 @@ def test_help_lists_every_choice():
         assert choice in text
 
 
+@pytest.mark.slow
 def test_a_normal_run_and_its_export_print_only_the_projects_own_lines(tmp_path, mnist_directory):
     environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's
     process = subprocess.run([sys.executable, "MaskTrainer.py", "--maxepochs", "1", "--trainsize", "1000", "--seed", "1",

@@ -273,6 +273,7 @@ def test_strip_of_a_registry_network_is_plain_keras():
     np.testing.assert_allclose(stripped.predict(x, verbose=0), model.predict(x, verbose=0), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_converts_and_predicts_as_the_original():
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10)

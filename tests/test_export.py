@@ -78,6 +78,7 @@ def masked_predictions(model: keras.Model, preprocessing: Preprocessing, raw: np
 
 # --- the full export equals the masked network ------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("nettype, traintype, masktype", EXPORT_CASES)
 def test_export_predicts_like_the_masked_network_on_raw_pixels(nettype, traintype, masktype):
     case = EXPORT_NETWORKS.index(nettype) + TYPE_AND_MASK.index((traintype, masktype))
@@ -446,6 +447,7 @@ def test_command_line_refusal_is_one_line_with_status_2(tmp_path):
 
 # --- a real run ---------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("traintype", ["FreePruning", "EdgePopup", "Supermask", "SignedSupermask"])
 def test_real_mnist_run_exported_has_exactly_its_logged_test_accuracy(tmp_path, capsys, mnist_directory, traintype):
     import MaskTrainer

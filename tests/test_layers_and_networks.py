@@ -149,6 +149,7 @@ def test_rival_layers_train_scores_only_and_draw_their_own_scores(traintype):
     np.testing.assert_array_equal(first, expected)
 
 
+@pytest.mark.slow
 def test_edge_popup_layer_keeps_exactly_its_fraction_of_every_layer():
     model = build_type("Conv2", "EdgePopup")
     for layer in masked_layers(model):
@@ -181,6 +182,7 @@ def test_signed_supermask_threshold_is_fixed_from_the_initial_scores():
         assert np.count_nonzero(np.asarray(layer.mask) == 0) > np.count_nonzero(mask == 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("traintype", sorted(RIVALS))
 def test_rival_model_saved_and_reloaded_gives_same_predictions_and_state(tmp_path, traintype):
     model = build_type("LeNet", traintype)

@@ -129,6 +129,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(finished_run, tmp_path, 
     assert comparable_log(finished_run.log_json) == comparable_log(only_run(tmp_path / "straight").log_json)
 
 
+@pytest.mark.slow
 def test_a_finished_run_extended_equals_a_straight_run(tmp_path, mnist_directory, capsys):
     assert train(tmp_path / "extended", mnist_directory, "--maxepochs", "2", "--seed", "9",
                  "--traintype", "MinPruning") == 0
@@ -255,6 +256,7 @@ def wait_for_line(process, prefix: str) -> None:
     raise AssertionError(f"no line starting {prefix!r}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["loading 0.3 s", "loading 2 s", "epoch 0", "epoch 1", "epoch 1 + 0.3 s"])
 def test_ctrl_c_always_stops_the_run_cleanly(tmp_path, mnist_directory, moment):
     process = trainer_process("--datadir", str(mnist_directory), "--outputpath", str(tmp_path), "--trainsize",

@@ -130,6 +130,7 @@ def test_uniform_noise_differs_between_draws_and_seeds():
     assert all(np.mean(a == b) < 0.01 for i, a in enumerate(draws) for b in draws[i + 1:])
 
 
+@pytest.mark.slow
 def test_supermask_sample_has_mean_sigmoid_of_the_scores_over_many_draws():
     scores = np.linspace(-3, 3, 13).astype(np.float32)
     draws = 4000

@@ -223,6 +223,7 @@ def test_plotter_starts_without_tensorflow():
     assert subprocess.run([sys.executable, "-c", code], cwd=PLOTTER.parent, timeout=60).returncode == 0
 
 
+@pytest.mark.slow
 def test_real_runs_of_two_training_types_are_plotted_and_summarised(tmp_path, mnist_directory):
     from tests.helpers import new_run
     for traintype, seed in (("FreePruning", "1"), ("FreePruning", "2"), ("MinFlipping", "1")):

@@ -10,6 +10,8 @@ import networks
 import runlog
 from tests.helpers import new_run, write_cifar_batches
 
+pytestmark = pytest.mark.slow  # every test reads ResNet20 runs that the module's fixtures train
+
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):

@@ -79,6 +79,7 @@ KILLED_RUNS = {  # case -> (flags, epochs; killed after half of them)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(KILLED_RUNS))
 def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp_path, mnist_directory, capsys, case):
     case_flags, epochs = KILLED_RUNS[case]
@@ -115,6 +116,7 @@ def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp
     assert MaskTrainer.main(["--resume", str(files.config)]) == 0 and "already finished" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_conv_network_trains_on_cifar_layout_data(tmp_path):
     write_cifar_batches(tmp_path / "data", train=5100, test=50)  # 5,000 validation, 100 to train on
     code = MaskTrainer.main(["--nettype", "Conv2", "--traintype", "SignFlipping", "--maxepochs", "1",

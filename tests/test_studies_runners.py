@@ -61,6 +61,7 @@ def two_runners(tiny_study, tmp_path_factory) -> tuple[Path, list[str]]:
     return outputs, results
 
 
+@pytest.mark.slow
 def test_two_runners_started_together_train_each_point_once(two_runners):
     outputs, results = two_runners
     configs = finished_runs(outputs)
@@ -78,6 +79,7 @@ def test_jobs_2_trains_two_runs_at_a_time_and_completes_the_study(two_runners):
     assert all("4/4 runs finished" in output.splitlines()[-1] for output in results)
 
 
+@pytest.mark.slow  # it reads the study the two runners trained
 def test_own_study_file_is_tabulated_and_plotted(two_runners, tiny_study, tmp_path):
     outputs, _ = two_runners
     table = subprocess.run([sys.executable, "-m", "experiments", "table", str(tiny_study), "--outputpath",
@@ -94,6 +96,7 @@ def test_own_study_file_is_tabulated_and_plotted(two_runners, tiny_study, tmp_pa
     assert len(finished_runs(outputs)) == 4
 
 
+@pytest.mark.slow
 def test_a_killed_runner_leaves_a_claim_that_the_next_runner_takes_over_once_stale(tmp_path, mnist_directory):
     from tests.helpers import comparable_log
     study = tmp_path / "one.toml"
@@ -131,6 +134,7 @@ def test_a_killed_runner_leaves_a_claim_that_the_next_runner_takes_over_once_sta
     assert all(np.array_equal(masks[key], expected_masks[key]) for key in masks)
 
 
+@pytest.mark.slow
 def test_ray_local_cluster_completes_the_study(tiny_study, tmp_path, mnist_directory):
     pytest.importorskip("ray")
     process = runner("run", str(tiny_study), "--outputpath", str(tmp_path / "Outputs"), "--ray", "--ray-cpus", "1",

@@ -9,6 +9,8 @@ from masks.layers import masked_layers
 from settings.types import TRAINING_TYPES
 from tests.helpers import new_run
 
+pytestmark = pytest.mark.slow  # every test reads the runs of every training type that the module's fixture trains
+
 EPOCHS = 2
 
 

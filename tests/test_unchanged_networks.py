@@ -57,6 +57,7 @@ def test_lenet_epoch_is_unchanged(tmp_path, mnist_directory):
     assert trained(tmp_path, mnist_directory, "--trainsize", "500") == recorded("LeNet")
 
 
+@pytest.mark.slow
 def test_conv2_epoch_is_unchanged(tmp_path):
     write_cifar_batches(tmp_path / "data", train=5100, test=50)  # 5,000 validation, 100 to train on
     assert trained(tmp_path / "out", tmp_path / "data", "--nettype", "Conv2", "--lr", "0.05") == recorded("Conv2")
