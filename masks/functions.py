@@ -244,18 +244,24 @@ def top_k_search(values, keep: float, hint=None):
                      ops.full((row_count,), int(rows.shape[1]), "int32"), ops.zeros((row_count,), "int32"))
     numbers = ops.arange(row_count, dtype="int32")
     band = min(_BAND_ROWS, math.isqrt(size) // 4) if size >= _BAND_LAYER_SIZE else 0
-    found = _search(rows, k, 0, whole, center, width, band)
-    last = _last_tie_kept(rows, numbers, found, k)
-    if band:  # a search stopped on a band wider than `band` is already over: its ties may fill many rows
+    found = final = _search(rows, k, 0, whole, center, width, band)
+    if band:
         band_values, band_numbers, narrowed = _band_rows(rows, found, min(band, row_count))
-        narrowed = _search(band_values, k, found.count_high, narrowed, center, zero)
-        last = ops.where(found.count_low - found.count_high > band, last,
-                         _last_tie_kept(band_values, band_numbers, narrowed, k))
-        found = narrowed
-    last = ops.where(found.count_low == k, size - 1, last)
-    moved = ops.abs(found.low - ops.where(cold, found.low, hint[0]))
-    return (ops.stack([found.low, last]),
-            ops.stack([found.low, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)]))
+        final = _search(band_values, k, found.count_high, narrowed, center, zero)
+
+    def last_tie_kept():
+        whole_layer = _last_tie_kept(rows, numbers, found, k)
+        if not band:
+            return whole_layer
+        # a search stopped on a band wider than `band` was already over: its ties may fill many rows
+        return ops.where(found.count_low - found.count_high > band, whole_layer,
+                         _last_tie_kept(band_values, band_numbers, final, k))
+    # Only where ties straddle the k-th largest (count_low > k, rare with real-valued scores) must the last one
+    # kept be found; a `cond` skips that work (running sums over the rows) on every other step
+    last = ops.cond(final.count_low == k, lambda: ops.convert_to_tensor(size - 1, "int32"), last_tie_kept)
+    moved = ops.abs(final.low - ops.where(cold, final.low, hint[0]))
+    return (ops.stack([final.low, last]),
+            ops.stack([final.low, ops.maximum(2 * ops.minimum(moved, 1 << 28), 16)]))
 
 
 def top_k_indicator(values, keep: float, threshold=None):
