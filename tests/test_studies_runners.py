@@ -73,6 +73,7 @@ def test_two_runners_started_together_train_each_point_once(two_runners):
     assert not list(outputs.rglob("Claim_*"))
 
 
+@pytest.mark.slow  # it reads the study the two runners trained
 def test_jobs_2_trains_two_runs_at_a_time_and_completes_the_study(two_runners):
     outputs, results = two_runners
     assert all("study tiny: training 2 at a time" in output for output in results)
