@@ -90,12 +90,18 @@ def _patterns(values):
     return ops.bitwise_and(ops.view(values, "int32"), 0x7FFFFFFF)
 
 
+# Layers of at least this many weights count their rows as a ones row times the transposed comparisons
+_TRANSPOSED_COUNT_SIZE = 1 << 16
+
+
 def _row_counts(rows, low, high):
     """Per row of an [r, c] view (`_patterns`), (count(>= low), count(>= high)). Where c < 1024, both counts
-    come from one product of the 0/1 comparisons with a ones column, the second scaled by a power of two above c
-    (XLA:CPU sums rows that way about five times faster than by a reduction, BENCHMARKS.md): the packed values
-    need at most 11 significant bits, so the product is exact even where a GPU rounds float32 products to TF32.
-    Longer rows are counted by integer reductions, exact on every device."""
+    come from one product of the 0/1 comparisons with ones, the second scaled by a power of two above c (XLA:CPU
+    sums rows that way about five times faster than by a reduction, BENCHMARKS.md): the packed values need at
+    most 11 significant bits, so the product is exact even where a GPU rounds float32 products to TF32. From
+    2^16 weights on, the product is a ones row times the transposed comparisons, which XLA:CPU under JAX runs
+    2-4 times faster there (and slower below). Longer rows are counted by integer reductions, exact on every
+    device."""
     from keras import ops
     # low >= 0 always: selecting on it ties the patterns to the loop, so XLA reads the layer within each pass
     # instead of hoisting its patterns out of the search's loop into an array of their own (one more pass)
@@ -104,7 +110,11 @@ def _row_counts(rows, low, high):
     shift = columns.bit_length()
     if shift <= 10:
         packed = ops.cast(rows >= low, "float32") + ops.cast(rows >= high, "float32") * float(1 << shift)
-        sums = ops.cast(ops.matmul(packed, ops.ones((columns, 1), "float32"))[:, 0], "int32")
+        if rows.shape[0] * columns >= _TRANSPOSED_COUNT_SIZE:
+            sums = ops.matmul(ops.ones((1, columns), "float32"), ops.transpose(packed))[0]
+        else:
+            sums = ops.matmul(packed, ops.ones((columns, 1), "float32"))[:, 0]
+        sums = ops.cast(sums, "int32")
         return ops.bitwise_and(sums, (1 << shift) - 1), ops.right_shift(sums, shift)
     return tuple(ops.sum(ops.cast(rows >= bound, "int32"), axis=1) for bound in (low, high))
 
