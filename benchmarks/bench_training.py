@@ -387,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True)
 
+    backends.add_xla_flag(backends.WIDE_VECTORS_FLAG)  # XLA's settings as in every run (`backends.load_keras`)
     determinism = not args.no_determinism
     if determinism:
         BACKEND.enable_determinism()

@@ -9,6 +9,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from training import backends  # noqa: E402  (the repository root is on sys.path now)
+
+backends.add_xla_flag(backends.WIDE_VECTORS_FLAG)  # XLA's settings as in every run (`backends.load_keras`)
 # A shell script's background job ignores SIGINT, and so would every trainer the tests start (ignored signals are
 # inherited), and `_thread.interrupt_main` would do nothing here; restoring Python's handler gives this process
 # and its children a terminal's Ctrl-C, which the tests send.

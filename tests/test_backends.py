@@ -66,6 +66,18 @@ def test_a_jax_run_needs_no_tensorflow(tmp_path, mnist_directory):
         assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("before, after", [
+    ("", "--xla_cpu_prefer_vector_width=512"),
+    ("--xla_dump_to=d", "--xla_dump_to=d --xla_cpu_prefer_vector_width=512"),
+    ("--xla_cpu_prefer_vector_width=256", "--xla_cpu_prefer_vector_width=256"),  # the user's choice stands
+    ("--xla_cpu_prefer_vector_width=512", "--xla_cpu_prefer_vector_width=512")])
+def test_the_wide_vectors_flag_is_added_once_and_never_over_the_users(monkeypatch, before, after):
+    from training import backends
+    monkeypatch.setenv("XLA_FLAGS", before)
+    backends.add_xla_flag(backends.WIDE_VECTORS_FLAG)
+    assert os.environ["XLA_FLAGS"] == after
+
+
 @pytest.mark.skipif(keras.backend.backend() == "jax", reason="runs its own processes: once, in the TensorFlow pass")
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_an_unsupported_backend_is_refused_before_any_work(tmp_path, backend):

@@ -19,6 +19,19 @@ from training.backends.compiled_steps import (EVALUATION_BATCH, STEPS_PER_CALL, 
                                               evaluation_slices)
 
 SUPPORTED = {"tensorflow": "training.backends.tensorflow_backend", "jax": "training.backends.jax_backend"}
+# XLA:CPU compiles its elementwise loops for 256-bit vectors unless told otherwise (LLVM's default, against the
+# clock penalty of 512-bit code on older Xeons, which the matrix products' libraries already pay). On a CPU with
+# AVX-512, 512-bit loops make the supermask's sampler (a hash and a sigmoid per weight) markedly cheaper, with
+# bit-identical results (BENCHMARKS.md); on other CPUs the flag changes nothing.
+WIDE_VECTORS_FLAG = "--xla_cpu_prefer_vector_width=512"
+
+
+def add_xla_flag(flag: str) -> None:
+    """Append `flag` to XLA_FLAGS unless the user already set that option. XLA reads the variable once, when a
+    backend first compiles (TensorFlow) or makes an array (JAX), so this must run before then."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag.split("=")[0] not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
 
 
 def requested() -> str:
@@ -73,6 +86,7 @@ def load_keras() -> ModuleType:
     Keras imports TensorFlow whenever it is installed, even to save a model on JAX, hence the quiet load there too
     (`training.checkpoint.save_model`).
     """
+    add_xla_flag(WIDE_VECTORS_FLAG)
     with quiet_library_notices():
         backend = current()
         backend.enable_determinism()

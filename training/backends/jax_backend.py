@@ -5,7 +5,6 @@ passed in and returned) with many steps per compiled call and each batch gathere
 on the device. Between epochs the state lives in the Keras variables, so checkpoints, statistics and saving
 read them as on any backend. Nothing here imports TensorFlow.
 """
-import os
 from typing import Callable
 
 import jax
@@ -14,6 +13,7 @@ import keras
 import numpy as np
 
 from training import recipe
+from training.backends import add_xla_flag
 from training.backends.compiled_steps import STEPS_PER_CALL, CompiledSteps, evaluation_slices
 
 NAME = "jax"
@@ -27,9 +27,7 @@ def device() -> str:
 def enable_determinism() -> None:
     """Deterministic XLA kernels on GPU (reductions, scatter). XLA reads the flag when JAX first starts a
     device, so this must run before the first array is made; the run calls it before building its model."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if DETERMINISM_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISM_FLAG}".strip()
+    add_xla_flag(DETERMINISM_FLAG)
 
 
 def versions() -> dict[str, str]:
