@@ -107,7 +107,8 @@ def _check_logged_counts(kernels: dict[str, np.ndarray], log: dict, log_path: Pa
 
 def effective_kernels(model: keras.Model) -> dict[str, np.ndarray]:
     """W * m(S) of every masked layer of a masked model, by name, in layer order (as the layers compute it)."""
-    return {layer.name: keras.ops.convert_to_numpy(layer.effective_kernel) for layer in masked_layers(model)}
+    kernels, masks = statistics.kernels(model), statistics.mask_reader(model)()
+    return {name: kernels[name] * masks[name] for name in kernels}
 
 
 def unmasked_layers_with_weights(model: keras.Model) -> list[keras.layers.Layer]:

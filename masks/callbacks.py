@@ -14,7 +14,7 @@ def kept_fractions(model: keras.Model) -> dict[str, float]:
     an unmasked (Baseline) layer keeps everything."""
     fractions, kept, total = {}, 0, 0
     for layer in masked_layers_within(model):
-        mask = layer.mask
+        mask = layer.mask()
         size = int(np.prod(layer.kernel.shape))
         positive = size if mask is None else int(np.count_nonzero(keras.ops.convert_to_numpy(mask) > 0))
         fractions[f"{PREFIX}/{layer.name}"] = positive / size

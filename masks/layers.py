@@ -111,15 +111,15 @@ class MaskedLayer(keras.layers.Layer):
         """m(S) as a training step (`training`) or an evaluation sees it."""
         return self.mask_function(self.scores, self.mask_inputs(training))
 
-    @property
+    # Methods, not properties: Keras's saving reads every attribute of a layer, so a property would compute the
+    # mask (a top-k search, a Bernoulli draw) on every save
     def mask(self):
         """m(S) as evaluated, or None for an unmasked (Baseline) layer."""
         return None if self.mask_type is None else self.mask_at(training=False)
 
-    @property
     def effective_kernel(self):
         """The kernel the layer computes with: W * m(S), or W for an unmasked layer."""
-        mask = self.mask
+        mask = self.mask()
         return self.kernel if mask is None else self.kernel * mask
 
     def call(self, inputs, training=None):
@@ -248,7 +248,7 @@ def standard_layer(layer: MaskedLayer, units: int | None = None, dtype=None) -> 
 
 def standard_weights(layer: MaskedLayer) -> list[np.ndarray]:
     """The weights of `standard_layer(layer)`: the effective kernel W * m(S) as evaluated, and the bias."""
-    weights = [ops.convert_to_numpy(layer.effective_kernel)]
+    weights = [ops.convert_to_numpy(layer.effective_kernel())]
     if layer.use_bias:
         weights.append(ops.convert_to_numpy(layer.bias))
     return weights

@@ -245,7 +245,7 @@ def test_stripped_model_predicts_the_same_and_loads_without_the_project(tmp_path
         "Conv2D", "BatchNormalization", "Conv2D", "Conv2D", "Dense"]
     for layer in masked(converted):
         plain = stripped.get_layer(layer.name)
-        np.testing.assert_array_equal(values(plain.kernel), values(layer.effective_kernel))
+        np.testing.assert_array_equal(values(plain.kernel), values(layer.effective_kernel()))
         assert plain.use_bias == layer.use_bias
     expected = converted.predict(x, verbose=0)
     np.testing.assert_allclose(stripped.predict(x, verbose=0), expected, rtol=0, atol=1e-6)

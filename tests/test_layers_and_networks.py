@@ -153,7 +153,23 @@ def test_rival_layers_train_scores_only_and_draw_their_own_scores(traintype):
 def test_edge_popup_layer_keeps_exactly_its_fraction_of_every_layer():
     model = build_type("Conv2", "EdgePopup")
     for layer in masked_layers(model):
-        assert int(np.sum(np.asarray(layer.mask))) == functions.kept_count(0.5, int(np.prod(layer.kernel.shape)))
+        assert int(np.sum(np.asarray(layer.mask()))) == functions.kept_count(0.5, int(np.prod(layer.kernel.shape)))
+
+
+@pytest.mark.parametrize("traintype", ["EdgePopup", "Supermask"])
+def test_saving_a_model_computes_no_mask_and_the_compiled_reader_gives_the_layers_masks(tmp_path, monkeypatch,
+                                                                                       traintype):
+    """Keras's saving reads every attribute of a layer: a mask there would be searched or drawn at every save."""
+    from masks.layers import MaskedLayer
+    from training import statistics
+    model = build_type("LeNet", traintype)
+    eager = {layer.name: np.asarray(layer.mask()) for layer in masked_layers(model)}
+    np.testing.assert_equal(statistics.mask_reader(model)(), eager)
+    calls = []
+    real = MaskedLayer.mask_at
+    monkeypatch.setattr(MaskedLayer, "mask_at", lambda self, training: calls.append(self.name) or real(self, training))
+    model.save(tmp_path / "model.keras")
+    assert calls == [] and (tmp_path / "model.keras").exists()
 
 
 def test_supermask_layer_samples_a_new_mask_each_training_call_and_evaluates_one_fixed_sample():
@@ -161,13 +177,13 @@ def test_supermask_layer_samples_a_new_mask_each_training_call_and_evaluates_one
                         score_initializer=keras.initializers.Constant(0.0))
     x = np.ones((1, 40), np.float32)
     layer.build(x.shape)
-    evaluated = [np.asarray(layer.mask) for _ in range(2)] + [np.asarray(layer.mask_at(training=False))]
+    evaluated = [np.asarray(layer.mask()) for _ in range(2)] + [np.asarray(layer.mask_at(training=False))]
     assert all(np.array_equal(mask, evaluated[0]) for mask in evaluated) and int(layer.draws.numpy()) == 0
     sampled = [np.asarray(layer.mask_at(training=True)) for _ in range(3)]
     assert int(layer.draws.numpy()) == 3
     assert not np.array_equal(sampled[0], sampled[1]) and not np.array_equal(sampled[1], sampled[2])
     assert abs(np.mean(sampled) - 0.5) < 0.02  # sigmoid(0)
-    np.testing.assert_array_equal(np.asarray(layer.mask), evaluated[0])
+    np.testing.assert_array_equal(np.asarray(layer.mask()), evaluated[0])
 
 
 def test_signed_supermask_threshold_is_fixed_from_the_initial_scores():
@@ -176,10 +192,10 @@ def test_signed_supermask_threshold_is_fixed_from_the_initial_scores():
         scores = np.asarray(layer.scores)
         np.testing.assert_allclose(float(np.asarray(layer.threshold)),
                                    functions.SIGNED_THRESHOLD_FRACTION * np.max(np.abs(scores)), rtol=1e-6)
-        mask = np.asarray(layer.mask)
+        mask = np.asarray(layer.mask())
         assert set(np.unique(mask)) == {-1.0, 0.0, 1.0}
         layer.scores.assign(scores * 0.5)  # the threshold stays: more weights are hidden
-        assert np.count_nonzero(np.asarray(layer.mask) == 0) > np.count_nonzero(mask == 0)
+        assert np.count_nonzero(np.asarray(layer.mask()) == 0) > np.count_nonzero(mask == 0)
 
 
 @pytest.mark.slow

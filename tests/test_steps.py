@@ -54,6 +54,6 @@ def test_an_epoch_in_many_calls_equals_the_same_epoch_in_one():
         model = networks.build("LeNet", (28, 28, 1), seed=4, rewards_unchanged=True)
         steps = BACKEND.Steps(model, keras.optimizers.Adam(1e-3), x, y, 10, True, steps_per_call)
         steps.train_epoch(np.random.default_rng(0).permutation(100))
-        kernels.append([keras.ops.convert_to_numpy(layer.effective_kernel) for layer in masked_layers(model)])
+        kernels.append([keras.ops.convert_to_numpy(layer.effective_kernel()) for layer in masked_layers(model)])
     for one, many in zip(*kernels):
         np.testing.assert_allclose(one, many, atol=1e-6)

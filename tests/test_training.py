@@ -108,6 +108,6 @@ def test_supermask_saves_its_evaluation_sample_as_its_masks(trained_runs):
     run = trained_runs["Supermask"]
     masks = runlog.read_npz(run.files.masks)
     for layer in masked_layers(run.model):
-        np.testing.assert_array_equal(masks[layer.name], np.asarray(layer.mask))
+        np.testing.assert_array_equal(masks[layer.name], np.asarray(layer.mask()))
         assert set(np.unique(masks[layer.name])) == {0.0, 1.0}
         assert int(np.asarray(layer.draws)) == EPOCHS * 40  # one draw per training step (1000 images / 25)

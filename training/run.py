@@ -175,6 +175,7 @@ class Run:
             self.model, self.optimizer, self.data.x_train, self.data.y_train, settings.batchsize,
             self.record["jitCompiled"], self.backend.steps_per_call(self.record["jitCompiled"], network.convolutional),
             settings.weightdecay)
+        self.read_masks = statistics.mask_reader(self.model)
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
         self.interrupt = DeferredInterrupt()
         self.restored = self.restore()
@@ -194,7 +195,7 @@ class Run:
         not_finite = [key for key, value in values.items() if not math.isfinite(value)]
         if not_finite:
             raise RunFailed(f"{not_finite[0]} became {values[not_finite[0]]} at epoch {epoch}")
-        stats = statistics.mask_statistics(self.model)
+        stats = statistics.mask_statistics(self.read_masks(), statistics.kernels(self.model))
         values.update(remainingWeights=stats.remaining_weights, changedWeights=stats.changed_weights,
                       epochSeconds=seconds)
         for key in runlog.EPOCH_KEYS:
@@ -330,7 +331,7 @@ class Run:
                 self.print_line(f"run {self.files.run_id}: {stop_reason}")
                 break
         self.callbacks.on_train_end()
-        masks = statistics.current_masks(self.model)
+        masks = self.read_masks()
         runlog.write_npz(self.files.masks, masks)
         checkpoint.save_model(self.files.model, self.model)
         self.record.setdefault(provenance.RECORD_KEY, {}).update(

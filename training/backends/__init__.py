@@ -4,7 +4,8 @@ Everything above this package (the run, its logs and checkpoints, the layers) is
 and never asks which backend it runs on; the backend is chosen the Keras way, by `KERAS_BACKEND`. Each
 implementation module (`tensorflow_backend`, `jax_backend`) provides the same names: `NAME`, a `CompiledSteps`
 subclass `Steps` (`training.backends.compiled_steps`), `enable_determinism()`, `device()`, `versions()`,
-`use_jit(jit, network)` (a `networks.NetworkSpec`) and `steps_per_call(jit, convolutional)`.
+`use_jit(jit, network)` (a `networks.NetworkSpec`), `steps_per_call(jit, convolutional)` and
+`compiled_masks(layers)`.
 """
 import importlib
 import os

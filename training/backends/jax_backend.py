@@ -46,6 +46,18 @@ def steps_per_call(jit: bool, convolutional: bool) -> int:
     return 1 if convolutional and device() == "CPU" else STEPS_PER_CALL
 
 
+def compiled_masks(layers: list) -> Callable[[], list[np.ndarray]]:
+    """m(S) of the masked `layers` as evaluated, read by one jitted function (compiled at its first read): read op
+    by op, a top-k mask's search loop would be compiled anew at every read, a second or so per layer."""
+    variables = [variable for layer in layers for variable in layer.weights]
+
+    def masks(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return [layer.mask() for layer in layers]
+    masks = jax.jit(masks)
+    return lambda: [np.asarray(mask) for mask in masks([variable.value for variable in variables])]
+
+
 class Steps(CompiledSteps):
     """Compiled with `jax.jit`; within an epoch the state is a pytree of arrays handed from call to call."""
 

@@ -47,6 +47,13 @@ def steps_per_call(jit: bool, convolutional: bool) -> int:
     return 1 if jit and convolutional and device() == "CPU" else STEPS_PER_CALL
 
 
+def compiled_masks(layers: list) -> Callable[[], list[np.ndarray]]:
+    """m(S) of the masked `layers` as evaluated, read by one graph function (TensorFlow's kernels, as eagerly):
+    read op by op, a top-k mask's search loop runs in Python."""
+    masks = tf.function(lambda: [layer.mask() for layer in layers])
+    return lambda: [mask.numpy() for mask in masks()]
+
+
 class Steps(CompiledSteps):
     """Compiled with `tf.function`; the state lives in the Keras variables throughout."""
 
