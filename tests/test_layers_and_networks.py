@@ -156,7 +156,7 @@ def test_edge_popup_layer_keeps_exactly_its_fraction_of_every_layer():
         assert int(np.sum(np.asarray(layer.mask()))) == functions.kept_count(0.5, int(np.prod(layer.kernel.shape)))
 
 
-@pytest.mark.parametrize("traintype", ["EdgePopup", "Supermask"])
+@pytest.mark.parametrize("traintype", [name for name in TRAINING_TYPES if name != "Baseline"])
 def test_saving_a_model_computes_no_mask_and_the_compiled_reader_gives_the_layers_masks(tmp_path, monkeypatch,
                                                                                        traintype):
     """Keras's saving reads every attribute of a layer: a mask there would be searched or drawn at every save."""
