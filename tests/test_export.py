@@ -311,7 +311,8 @@ def write_run(directory: Path, traintype: str = "FreePruning", status: str = "fi
     runlog.write_npz(files.masks, masks)
     runlog.write_npz(files.preprocessing, {"mean_image": preprocessing.mean_image, "std": preprocessing.std,
                                            "input_scale": preprocessing.input_scale})
-    per_layer = [sign_counts(masks[name]) + sign_counts(kernel) for name, kernel in effective_kernels(model).items()]
+    per_layer = [sign_counts(masks[name]) + sign_counts(kernel * masks[name])
+                 for name, kernel in statistics.kernels(model).items()]
     log = {key: [0.5] * (epochs + 1) for key in runlog.EPOCH_KEYS}
     log.update(totalWeights=266_200, remainingWeightsPerLayer=[per_layer] * (epochs + 1),
                layerNames=list(masks), status=status)
