@@ -111,9 +111,9 @@ def _row_counts(rows, low, high):
     if shift <= 10:
         packed = ops.cast(rows >= low, "float32") + ops.cast(rows >= high, "float32") * float(1 << shift)
         if rows.shape[0] * columns >= _TRANSPOSED_COUNT_SIZE:
-            sums = ops.matmul(ops.ones((1, columns), "float32"), ops.transpose(packed))[0]
+            sums = ops.matmul(np.ones((1, columns), np.float32), ops.transpose(packed))[0]
         else:
-            sums = ops.matmul(packed, ops.ones((columns, 1), "float32"))[:, 0]
+            sums = ops.matmul(packed, np.ones((columns, 1), np.float32))[:, 0]
         sums = ops.cast(sums, "int32")
         return ops.bitwise_and(sums, (1 << shift) - 1), ops.right_shift(sums, shift)
     return tuple(ops.sum(ops.cast(rows >= bound, "int32"), axis=1) for bound in (low, high))
@@ -127,14 +127,40 @@ _BAND_LAYER_SIZE = 1 << 17
 _BAND_ROWS = 192
 
 
+# Arrays of fewer values than this count as one row: a product of two rows of 0/1 comparisons with a ones column,
+# 4 times faster than by rows on LeNet's 1,000-weight layer; from about 4,000 values on, counting by rows
+# (`_row_counts`) is as fast or faster (a quarter at 30,000, measured under JAX)
+_ONE_ROW_COUNT_SIZE = 1 << 12
+
+
+def _total_counts(values, low, high):
+    """(count(>= low), count(>= high)) over all of `values` (as `_row_counts` reads them), in fewer operations
+    than summing `_row_counts`'s two results apart: on a small layer most of a search pass is such fixed costs."""
+    from keras import ops
+    if int(np.prod(values.shape)) >= _ONE_ROW_COUNT_SIZE:
+        totals = ops.sum(ops.stack(_row_counts(values, low, high)), axis=1)
+        return totals[0], totals[1]
+    flat = ops.reshape(_patterns(ops.where(low >= 0, values, ops.zeros_like(values))), (1, -1))
+    comparisons = ops.cast(ops.concatenate([flat >= low, flat >= high], axis=0), "float32")
+    sums = ops.cast(ops.matmul(comparisons, np.ones((flat.shape[1], 1), np.float32)), "int32")
+    return sums[0, 0], sums[1, 0]
+
+
 class _Bracket(NamedTuple):
-    """low < high with count(bits >= low) >= k > count(bits >= high), and the per-row counts at both ends."""
+    """low < high with count(bits >= low) >= k > count(bits >= high), and, where a band is to be cut from it, the
+    per-row counts at both ends (else None: a search that needs no rows counts whole layers, in fewer operations
+    per pass, which is most of a small layer's cost)."""
     low: object
     high: object
     count_low: object
     count_high: object
-    row_low: object
-    row_high: object
+    row_low: object = None
+    row_high: object = None
+
+
+# The search's state is one int32 vector with these entries, so that XLA:CPU updates it in a few fused kernels per
+# pass instead of a dozen scalar ones: on a small layer such fixed costs are most of a pass (BENCHMARKS.md)
+_LOW, _HIGH, _COUNT_LOW, _COUNT_HIGH, _WIDTH, _THIRDS = range(6)
 
 
 def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 0) -> _Bracket:
@@ -147,45 +173,58 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
     it also stops once at most `band` weights lie in the bracket."""
     from keras import ops
     top = _ABOVE_EVERY_MAGNITUDE
+    per_row = bracket.row_low is not None
 
-    def probes(state, width, thirds):
-        low, high, count_low, count_high = state[:4]
+    def probes(state):
+        """[below, above]: the two thresholds this pass counts at, inside (low, high)."""
+        low, high, count_low, count_high, width, thirds = (state[field] for field in range(6))
         span = high - low
         crossing = low + ops.cast(ops.cast(span, "float32") * ops.cast(count_low - k, "float32")
                                   / ops.cast(count_low - count_high, "float32"), "int32")
-        margin = ops.maximum(span // 32, 1)
-        below = ops.where(thirds, low + span // 3, crossing - margin)
-        above = ops.where(thirds, high - span // 3, crossing + margin)
-        below = ops.where(width > 0, ops.where(width >= center, 0, center - width), below)
-        above = ops.where(width > 0, ops.where(width >= top - center, top, center + width), above)
-        return ops.clip(below, low + 1, high - 1), ops.clip(above, low + 1, high - 1)
+        margin = ops.maximum(ops.right_shift(span, 5), 1)
+        third = ops.cast(ops.cast(span, "float32") * (1 / 3), "int32")  # rounded: it only places a probe
+        guessed = ops.where(thirds > 0, ops.stack([low + third, high - third]),
+                            ops.stack([crossing - margin, crossing + margin]))
+        hinted = ops.stack([ops.where(width >= center, 0, center - width),
+                            ops.where(width >= top - center, top, center + width)])
+        return ops.clip(ops.where(width > 0, hinted, guessed), low + 1, high - 1)
 
-    def searching(*loop):
-        state = _Bracket(*loop[:6])
-        going = ops.logical_and(state.high - state.low > 1, state.count_low != k)
+    def searching(state, *row_counts):
+        going = ops.logical_and(state[_HIGH] - state[_LOW] > 1, state[_COUNT_LOW] != k)
         if band:
-            narrow = ops.logical_and(loop[6] == 0, state.count_low - state.count_high <= band)
+            narrow = ops.logical_and(state[_WIDTH] == 0, state[_COUNT_LOW] - state[_COUNT_HIGH] <= band)
             going = ops.logical_and(going, ops.logical_not(narrow))
         return going
 
-    def step(*loop):
-        state, width, thirds = _Bracket(*loop[:6]), loop[6], loop[7]
-        below, above = probes(state, width, thirds)
-        row_below, row_above = _row_counts(rows, below, above)
-        count_below, count_above = offset + ops.sum(row_below), offset + ops.sum(row_above)
+    def step(state, *row_counts):
+        below, above = ops.unstack(probes(state))
+        if per_row:
+            row_below, row_above = _row_counts(rows, below, above)
+            count_below, count_above = offset + ops.sum(row_below), offset + ops.sum(row_above)
+        else:
+            count_below, count_above = (offset + count for count in _total_counts(rows, below, above))
+        low, high, count_low, count_high, width, thirds = (state[field] for field in range(6))
         above_kept, below_kept = count_above >= k, count_below >= k
-        ends = ((above, below, state.low), (state.high, above, below),  # in _Bracket's order
-                (count_above, count_below, state.count_low), (state.count_high, count_above, count_below),
-                (row_above, row_below, state.row_low), (state.row_high, row_above, row_below))
-        new = _Bracket(*(ops.where(above_kept, first, ops.where(below_kept, second, third))
-                         for first, second, third in ends))
+        # the new bracket: [above, high) where k weights are at or above `above`, else [below, above) where they
+        # are at or above `below`, else [low, below)
+        ends = ops.where(above_kept, ops.stack([above, high, count_above, count_high]),
+                         ops.where(below_kept, ops.stack([below, above, count_below, count_above]),
+                                   ops.stack([low, below, count_low, count_below])))
         hinted = width > 0
         width = ops.where(ops.logical_and(hinted, ops.logical_or(above_kept, ops.logical_not(below_kept))),
                           ops.where(width > top // 4, top, width * 4), 0)
-        unhalved = new.high - new.low > (state.high - state.low) // 2
-        thirds = ops.logical_and(ops.logical_not(hinted), ops.logical_and(unhalved, ops.logical_not(thirds)))
-        return (*new, width, thirds)
-    return _Bracket(*ops.while_loop(searching, step, (*bracket, width, ops.convert_to_tensor(False)))[:6])
+        unhalved = ends[_HIGH] - ends[_LOW] > ops.right_shift(high - low, 1)
+        thirds = ops.logical_and(ops.logical_not(hinted), ops.logical_and(unhalved, thirds == 0))
+        state = ops.concatenate([ends, ops.stack([width, ops.cast(thirds, "int32")])])
+        if not per_row:
+            return (state,)
+        row_low, row_high = row_counts
+        return (state, ops.where(above_kept, row_above, ops.where(below_kept, row_below, row_low)),
+                ops.where(above_kept, row_high, ops.where(below_kept, row_above, row_below)))
+    state = ops.stack([*tuple(bracket)[:4], width, ops.convert_to_tensor(0, "int32")])
+    found = ops.while_loop(searching, step, (state, *tuple(bracket)[4:]) if per_row else (state,))
+    ends = [found[0][field] for field in range(4)]
+    return _Bracket(*ends, *found[1:]) if per_row else _Bracket(*ends)
 
 
 def _band_rows(rows, bracket: _Bracket, slots: int):
@@ -206,18 +245,17 @@ def _band_rows(rows, bracket: _Bracket, slots: int):
     numbers = ops.minimum(found, rows.shape[0] - 1)
     values = _patterns(ops.take(rows, numbers, axis=0))
     keep = ops.logical_and(ops.logical_and(valid[:, None], values >= bracket.low), values < bracket.high)
-    row_low = ops.where(valid, ops.take(in_band, numbers), 0)
-    band = _Bracket(bracket.low, bracket.high, bracket.count_low, bracket.count_high, row_low,
-                    ops.zeros((slots,), "int32"))
-    return ops.where(keep, values, -1), numbers, band
+    return ops.where(keep, values, -1), numbers, _Bracket(*tuple(bracket)[:4])
 
 
 def _last_tie_kept(rows, numbers, bracket: _Bracket, k: int):
     """The index in the layer of the last weight kept among those whose pattern is `low`, when ties there
-    straddle the k-th largest (first ones in row-major order kept): found from the bracket's per-row counts,
-    then within one row, with no pass over the layer. Meaningless where no ties straddle."""
+    straddle the k-th largest (first ones in row-major order kept): found from the bracket's per-row counts
+    (counted here if it has none), then within one row. Meaningless where no ties straddle."""
     from keras import ops
-    ties = bracket.row_low - bracket.row_high
+    per_row = bracket.row_low is not None
+    row_low, row_high = bracket[4:] if per_row else _row_counts(rows, bracket.low, bracket.high)
+    ties = row_low - row_high
     needed = k - bracket.count_high
     cumulative = ops.cumsum(ties)
     row = ops.minimum(_count(cumulative < needed), rows.shape[0] - 1)
@@ -249,11 +287,13 @@ def top_k_search(values, keep: float, hint=None):
     center = ops.where(cold, 0, ops.minimum(hint[0], _ABOVE_EVERY_MAGNITUDE))
     width = ops.where(cold, 0, ops.maximum(hint[1], 1))
     zero, row_count = ops.convert_to_tensor(0, "int32"), int(rows.shape[0])
-    whole = _Bracket(zero, ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32"),
-                     ops.convert_to_tensor(size, "int32"), zero,
-                     ops.full((row_count,), int(rows.shape[1]), "int32"), ops.zeros((row_count,), "int32"))
-    numbers = ops.arange(row_count, dtype="int32")
     band = min(_BAND_ROWS, math.isqrt(size) // 4) if size >= _BAND_LAYER_SIZE else 0
+    whole = _Bracket(zero, ops.convert_to_tensor(_ABOVE_EVERY_MAGNITUDE, "int32"),
+                     ops.convert_to_tensor(size, "int32"), zero)
+    if band:  # the band is cut from the rows' counts
+        whole = whole._replace(row_low=ops.full((row_count,), int(rows.shape[1]), "int32"),
+                               row_high=ops.zeros((row_count,), "int32"))
+    numbers = ops.arange(row_count, dtype="int32")
     found = final = _search(rows, k, 0, whole, center, width, band)
     if band:
         band_values, band_numbers, narrowed = _band_rows(rows, found, min(band, row_count))
