@@ -5,7 +5,9 @@ import pytest
 from keras import ops
 
 from masks import functions
+from masks.layers import MaskedDense
 from tests.helpers import output_and_gradient
+from training import backends
 
 SCORES = np.array([-0.5, -0.01, 0.0, 0.02, 0.7, 3.0], np.float32)
 EXPECTED_HARD = {
@@ -207,6 +209,22 @@ def test_top_k_search_of_a_large_layer_finishes_exactly_on_the_band_s_rows(hint,
 
 def rounded(scores: np.ndarray, decimals: int) -> np.ndarray:
     return np.round(scores, decimals).astype(np.float32)
+
+
+@pytest.mark.parametrize("hint", ["none", "near"])
+@pytest.mark.parametrize("scores", [
+    LARGE, rounded(LARGE, 1),
+    np.random.default_rng(14).standard_normal((300, 100)).astype(np.float32),  # counted by rows
+    rounded(np.random.default_rng(15).standard_normal((100, 10)), 1)],  # counted as one row, ties straddling
+    ids=["band", "band, many ties", "small", "smallest, ties"])
+def test_compiled_top_k_mask_is_the_sorted_reference(scores, hint):
+    """The search as the run compiles it (a TensorFlow graph, `jax.jit`), which traces what eager calls only run."""
+    layer = MaskedDense(scores.shape[1], mask_type="topk", keep=0.3)
+    layer.build((None, scores.shape[0]))
+    layer.scores.assign(scores)
+    layer.search_hint.assign(np.array(hint_for(hint, kth_largest_pattern(np.abs(scores), 0.3)), np.int32))
+    (mask,) = backends.current().compiled_masks([layer])()
+    np.testing.assert_array_equal(mask, reference_top_k(scores, 0.3))
 
 
 @pytest.mark.parametrize("scores", [
