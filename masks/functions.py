@@ -94,6 +94,14 @@ def _patterns(values):
 _TRANSPOSED_COUNT_SIZE = 1 << 16
 
 
+def _patterns_in_pass(values, low):
+    """`_patterns(values)`, read within a search pass: selecting on `low >= 0` (always true) ties the patterns to
+    the loop, so XLA reads the layer within each pass instead of hoisting its patterns out of the search's loop
+    into an array of their own (one more pass)."""
+    from keras import ops
+    return _patterns(ops.where(low >= 0, values, ops.zeros_like(values)))
+
+
 def _row_counts(rows, low, high):
     """Per row of an [r, c] view (`_patterns`), (count(>= low), count(>= high)). Where c < 1024, both counts
     come from one product of the 0/1 comparisons with ones, the second scaled by a power of two above c (XLA:CPU
@@ -103,9 +111,7 @@ def _row_counts(rows, low, high):
     2-4 times faster there (and slower below). Longer rows are counted by integer reductions, exact on every
     device."""
     from keras import ops
-    # low >= 0 always: selecting on it ties the patterns to the loop, so XLA reads the layer within each pass
-    # instead of hoisting its patterns out of the search's loop into an array of their own (one more pass)
-    rows = _patterns(ops.where(low >= 0, rows, ops.zeros_like(rows)))
+    rows = _patterns_in_pass(rows, low)
     columns = rows.shape[1]
     shift = columns.bit_length()
     if shift <= 10:
@@ -129,18 +135,19 @@ _BAND_ROWS = 192
 
 # Arrays of fewer values than this count as one row: a product of two rows of 0/1 comparisons with a ones column,
 # 4 times faster than by rows on LeNet's 1,000-weight layer; from about 4,000 values on, counting by rows
-# (`_row_counts`) is as fast or faster (a quarter at 30,000, measured under JAX)
+# (`_row_counts`) is as fast or faster (a quarter at 30,000, measured under JAX). Its float32 sums are exact: far
+# below 2^24, and 0/1 inputs lose nothing where a GPU rounds products to TF32
 _ONE_ROW_COUNT_SIZE = 1 << 12
 
 
 def _total_counts(values, low, high):
     """(count(>= low), count(>= high)) over all of `values` (as `_row_counts` reads them), in fewer operations
-    than summing `_row_counts`'s two results apart: on a small layer most of a search pass is such fixed costs."""
+    than summing `_row_counts`'s two results apart."""
     from keras import ops
     if int(np.prod(values.shape)) >= _ONE_ROW_COUNT_SIZE:
         totals = ops.sum(ops.stack(_row_counts(values, low, high)), axis=1)
         return totals[0], totals[1]
-    flat = ops.reshape(_patterns(ops.where(low >= 0, values, ops.zeros_like(values))), (1, -1))
+    flat = ops.reshape(_patterns_in_pass(values, low), (1, -1))
     comparisons = ops.cast(ops.concatenate([flat >= low, flat >= high], axis=0), "float32")
     sums = ops.cast(ops.matmul(comparisons, np.ones((flat.shape[1], 1), np.float32)), "int32")
     return sums[0, 0], sums[1, 0]
@@ -149,7 +156,7 @@ def _total_counts(values, low, high):
 class _Bracket(NamedTuple):
     """low < high with count(bits >= low) >= k > count(bits >= high), and, where a band is to be cut from it, the
     per-row counts at both ends (else None: a search that needs no rows counts whole layers, in fewer operations
-    per pass, which is most of a small layer's cost)."""
+    per pass)."""
     low: object
     high: object
     count_low: object
@@ -158,9 +165,11 @@ class _Bracket(NamedTuple):
     row_high: object = None
 
 
-# The search's state is one int32 vector with these entries, so that XLA:CPU updates it in a few fused kernels per
-# pass instead of a dozen scalar ones: on a small layer such fixed costs are most of a pass (BENCHMARKS.md)
-_LOW, _HIGH, _COUNT_LOW, _COUNT_HIGH, _WIDTH, _THIRDS = range(6)
+def _search_fields(state):
+    """(low, high, count_low, count_high, width, thirds): the search's state is one int32 vector of these, so that
+    XLA:CPU updates it in a few fused kernels per pass instead of a dozen scalar ones: on a small layer such fixed
+    costs are most of a pass (BENCHMARKS.md)."""
+    return tuple(state[field] for field in range(6))
 
 
 def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 0) -> _Bracket:
@@ -177,7 +186,7 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
 
     def probes(state):
         """[below, above]: the two thresholds this pass counts at, inside (low, high)."""
-        low, high, count_low, count_high, width, thirds = (state[field] for field in range(6))
+        low, high, count_low, count_high, width, thirds = _search_fields(state)
         span = high - low
         crossing = low + ops.cast(ops.cast(span, "float32") * ops.cast(count_low - k, "float32")
                                   / ops.cast(count_low - count_high, "float32"), "int32")
@@ -189,10 +198,11 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
                             ops.where(width >= top - center, top, center + width)])
         return ops.clip(ops.where(width > 0, hinted, guessed), low + 1, high - 1)
 
-    def searching(state, *row_counts):
-        going = ops.logical_and(state[_HIGH] - state[_LOW] > 1, state[_COUNT_LOW] != k)
+    def searching(state, *_):
+        low, high, count_low, count_high, width, _ = _search_fields(state)
+        going = ops.logical_and(high - low > 1, count_low != k)
         if band:
-            narrow = ops.logical_and(state[_WIDTH] == 0, state[_COUNT_LOW] - state[_COUNT_HIGH] <= band)
+            narrow = ops.logical_and(width == 0, count_low - count_high <= band)
             going = ops.logical_and(going, ops.logical_not(narrow))
         return going
 
@@ -203,7 +213,7 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
             count_below, count_above = offset + ops.sum(row_below), offset + ops.sum(row_above)
         else:
             count_below, count_above = (offset + count for count in _total_counts(rows, below, above))
-        low, high, count_low, count_high, width, thirds = (state[field] for field in range(6))
+        low, high, count_low, count_high, width, thirds = _search_fields(state)
         above_kept, below_kept = count_above >= k, count_below >= k
         # the new bracket: [above, high) where k weights are at or above `above`, else [below, above) where they
         # are at or above `below`, else [low, below)
@@ -213,7 +223,7 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
         hinted = width > 0
         width = ops.where(ops.logical_and(hinted, ops.logical_or(above_kept, ops.logical_not(below_kept))),
                           ops.where(width > top // 4, top, width * 4), 0)
-        unhalved = ends[_HIGH] - ends[_LOW] > ops.right_shift(high - low, 1)
+        unhalved = ends[1] - ends[0] > ops.right_shift(high - low, 1)  # the new high - low
         thirds = ops.logical_and(ops.logical_not(hinted), ops.logical_and(unhalved, thirds == 0))
         state = ops.concatenate([ends, ops.stack([width, ops.cast(thirds, "int32")])])
         if not per_row:
@@ -221,9 +231,10 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
         row_low, row_high = row_counts
         return (state, ops.where(above_kept, row_above, ops.where(below_kept, row_below, row_low)),
                 ops.where(above_kept, row_high, ops.where(below_kept, row_above, row_below)))
-    state = ops.stack([*tuple(bracket)[:4], width, ops.convert_to_tensor(0, "int32")])
-    found = ops.while_loop(searching, step, (state, *tuple(bracket)[4:]) if per_row else (state,))
-    ends = [found[0][field] for field in range(4)]
+    state = ops.stack([bracket.low, bracket.high, bracket.count_low, bracket.count_high, width,
+                       ops.convert_to_tensor(0, "int32")])
+    found = ops.while_loop(searching, step, (state, bracket.row_low, bracket.row_high) if per_row else (state,))
+    ends = _search_fields(found[0])[:4]
     return _Bracket(*ends, *found[1:]) if per_row else _Bracket(*ends)
 
 
@@ -245,7 +256,7 @@ def _band_rows(rows, bracket: _Bracket, slots: int):
     numbers = ops.minimum(found, rows.shape[0] - 1)
     values = _patterns(ops.take(rows, numbers, axis=0))
     keep = ops.logical_and(ops.logical_and(valid[:, None], values >= bracket.low), values < bracket.high)
-    return ops.where(keep, values, -1), numbers, _Bracket(*tuple(bracket)[:4])
+    return ops.where(keep, values, -1), numbers, bracket._replace(row_low=None, row_high=None)
 
 
 def _last_tie_kept(rows, numbers, bracket: _Bracket, k: int):
@@ -254,7 +265,7 @@ def _last_tie_kept(rows, numbers, bracket: _Bracket, k: int):
     (counted here if it has none), then within one row. Meaningless where no ties straddle."""
     from keras import ops
     per_row = bracket.row_low is not None
-    row_low, row_high = bracket[4:] if per_row else _row_counts(rows, bracket.low, bracket.high)
+    row_low, row_high = (bracket.row_low, bracket.row_high) if per_row else _row_counts(rows, bracket.low, bracket.high)
     ties = row_low - row_high
     needed = k - bracket.count_high
     cumulative = ops.cumsum(ties)

@@ -211,14 +211,23 @@ def rounded(scores: np.ndarray, decimals: int) -> np.ndarray:
     return np.round(scores, decimals).astype(np.float32)
 
 
+def ties_straddle_the_kth_largest(scores: np.ndarray, keep: float) -> bool:
+    magnitudes = np.sort(np.abs(scores), axis=None)[::-1]
+    k = functions.kept_count(keep, scores.size)
+    return k < scores.size and magnitudes[k - 1] == magnitudes[k]
+
+
 @pytest.mark.parametrize("hint", ["none", "near"])
-@pytest.mark.parametrize("scores", [
-    LARGE, rounded(LARGE, 1),
-    np.random.default_rng(14).standard_normal((300, 100)).astype(np.float32),  # counted by rows
-    rounded(np.random.default_rng(15).standard_normal((100, 10)), 1)],  # counted as one row, ties straddling
-    ids=["band", "band, many ties", "small", "smallest, ties"])
-def test_compiled_top_k_mask_is_the_sorted_reference(scores, hint):
+@pytest.mark.parametrize("scores, ties", [
+    (LARGE, False), (rounded(LARGE, 1), True),  # many ties: more than a band holds
+    (rounded(LARGE, 3), True),  # ties within the band's rows
+    (rounded(np.random.default_rng(16).standard_normal((16384, 8)), 4), True),  # a band of 90 x 8: one row
+    (np.random.default_rng(14).standard_normal((300, 100)).astype(np.float32), False),  # counted by rows
+    (rounded(np.random.default_rng(15).standard_normal((100, 10)), 1), True)],  # counted as one row
+    ids=["band", "band, many ties", "band, ties in it", "narrow band", "small", "smallest, ties"])
+def test_compiled_top_k_mask_is_the_sorted_reference(scores, ties, hint):
     """The search as the run compiles it (a TensorFlow graph, `jax.jit`), which traces what eager calls only run."""
+    assert ties_straddle_the_kth_largest(scores, 0.3) == ties
     layer = MaskedDense(scores.shape[1], mask_type="topk", keep=0.3)
     layer.build((None, scores.shape[0]))
     layer.scores.assign(scores)
