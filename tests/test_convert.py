@@ -11,6 +11,7 @@ import pytest
 
 import initializers
 import masks
+from masks.callbacks import kept_fractions
 from masks.layers import MaskedConv2D, MaskedDense, MaskedLayer, masked_layers_within
 from initializers import layer_seed
 from settings.types import TRAINING_TYPES
@@ -216,6 +217,37 @@ def test_every_training_type_converts_and_trains_a_step(traintype):
         assert fraction == 1.0
     elif traintype == "EdgePopup":
         assert fraction == pytest.approx(0.5, abs=0.01)
+
+
+def single_dense_model() -> keras.Model:
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 12, 3))
+    return keras.Model(inputs, keras.layers.Dense(4, name="only")(keras.layers.Flatten()(inputs)))
+
+
+@pytest.mark.parametrize("traintype, build", [("EdgePopup", residual_model), ("Supermask", residual_model),
+                                               ("Baseline", residual_model), ("EdgePopup", single_dense_model)],
+                         ids=["EdgePopup", "Supermask", "Baseline", "one masked layer"])
+def test_mask_statistics_reads_the_masks_compiled_once_whatever_the_epochs(monkeypatch, traintype, build):
+    """Read op by op, JAX would compile a top-k search anew at every epoch's end, about a second per layer."""
+    converted = masks.convert(build(), traintype, seed=6)
+    converted.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    x, y = data(16)
+    converted.fit(x, y, batch_size=8, epochs=1, verbose=0)  # the first fit also builds the model (symbolic calls)
+    evaluations = []
+    real = MaskedLayer.mask_at
+    monkeypatch.setattr(MaskedLayer, "mask_at",
+                        lambda self, training: (evaluations.append(self.name) if not training else None)
+                        or real(self, training))
+    counts = []
+    for epochs in (1, 3):
+        evaluations.clear()
+        history = converted.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=[masks.MaskStatistics()])
+        counts.append(len(evaluations))
+    assert counts[0] == counts[1]  # traced once per fit, not computed at each epoch's end
+    eager = kept_fractions(converted)
+    assert {key: values[-1] for key, values in history.history.items() if key.startswith("kept_fraction")} == eager
+    assert set(eager) == {"kept_fraction"} | {f"kept_fraction/{layer.name}" for layer in masked(converted)}
 
 
 # --- saving, stripping ---------------------------------------------------------------------------------------------

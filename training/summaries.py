@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from masks.callbacks import kept_fractions
 from masks.layers import masked_layers
+from training.statistics import mask_reader
 
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "changed_fraction")
 
@@ -19,16 +20,17 @@ class ConnectivitySummaries(keras.callbacks.Callback):
     def __init__(self, log_dir):
         super().__init__()
         self.log_dir = str(log_dir)
-        self.writer = None
+        self.writer = self.read_masks = None
 
     def on_train_begin(self, logs=None):
         self.writer = tf.summary.create_file_writer(self.log_dir)
+        self.read_masks = mask_reader(self.model)  # compiled once: op by op, JAX compiles each top-k search anew
 
     def on_epoch_end(self, epoch, logs=None):
         with self.writer.as_default(step=epoch):
             for name in SCALARS:
                 tf.summary.scalar(f"epoch/{name}", logs[name])
-            for name, fraction in kept_fractions(self.model).items():  # as masks.MaskStatistics logs them
+            for name, fraction in kept_fractions(self.model, self.read_masks()).items():  # as MaskStatistics logs them
                 tf.summary.scalar(name, fraction)
             for layer in masked_layers(self.model):
                 if layer.scores is not None:
