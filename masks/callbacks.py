@@ -1,5 +1,5 @@
 """A Keras callback that puts the masks' kept fractions into each epoch's logs (History, CSVLogger, TensorBoard)."""
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 
 import keras
 import numpy as np
@@ -9,15 +9,17 @@ from masks.layers import MaskedLayer, masked_layers_within
 PREFIX = "kept_fraction"
 
 
-def kept_fractions(model: keras.Model, masks: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
+def kept_fractions(model: keras.Model, masks: Sequence[np.ndarray | None] | None = None) -> dict[str, float]:
     """The fraction of mask entries m(S) > 0 as evaluated: per masked layer (`kept_fraction/<layer name>`,
     nested models included) and over all of them (`kept_fraction`). A kept entry is one the random network
     has as it is: for the pruning types m = 1 (or mask_rs's scale), for the flipping types an unflipped sign;
-    an unmasked (Baseline) layer keeps everything. `masks`, keyed by layer name, are those already read (by a
-    compiled reader); without them each layer computes its mask here, op by op."""
+    an unmasked (Baseline) layer keeps everything. `masks`, in the order of `masked_layers_within` (names may
+    repeat across nested models), are those a compiled reader read; without them each layer computes its mask
+    here, op by op."""
+    layers = masked_layers_within(model)
+    masks = [layer.mask() for layer in layers] if masks is None else masks
     fractions, kept, total = {}, 0, 0
-    for layer in masked_layers_within(model):
-        mask = layer.mask() if masks is None else masks[layer.name]
+    for layer, mask in zip(layers, masks, strict=True):
         size = int(np.prod(layer.kernel.shape))
         positive = size if mask is None else int(np.count_nonzero(keras.ops.convert_to_numpy(mask) > 0))
         fractions[f"{PREFIX}/{layer.name}"] = positive / size
@@ -28,35 +30,36 @@ def kept_fractions(model: keras.Model, masks: Mapping[str, np.ndarray] | None = 
 
 class _MasksAsOutputs(keras.layers.Layer):
     """Outputs m(S) of its masked layers whatever its input, so that a model of it reads them all in one call of
-    Keras's compiled predict, on any backend."""
+    Keras's compiled predict, on any backend. float32 whatever the global policy: the masks as the layers
+    compute them."""
 
-    def __init__(self, layers: list[MaskedLayer]):
-        super().__init__(dtype="float32")
-        self.masked = layers
+    def __init__(self, masked_layers: list[MaskedLayer]):
+        super().__init__(dtype="float32", name="masks_as_outputs")
+        self.masked_layers = masked_layers
 
     def call(self, inputs):
-        return [layer.mask() for layer in self.masked]
+        return [layer.mask() for layer in self.masked_layers]
 
 
-def predicted_masks(model: keras.Model) -> Callable[[], dict[str, np.ndarray | None]]:
-    """A function that reads m(S) of the masked layers of `model` (nested models included; None for an unmasked
-    one), keyed by layer name, through Keras's compiled predict (compiled at the first read). Op by op, JAX
-    compiles a top-k mask's search loop anew at every read, about a second per layer; the project's own runs
-    read through their backend (`training.statistics.mask_reader`), which this package, below `training`,
-    cannot import."""
+def compiled_mask_reader(model: keras.Model) -> Callable[[], list[np.ndarray | None]]:
+    """A function that reads m(S) of the masked layers of `model` (`masked_layers_within`; None for an unmasked
+    one) through Keras's compiled predict, compiled at the first read. Op by op, JAX compiles a top-k mask's
+    search loop anew at every read, about a second per layer. The project's runs read through their backend
+    instead (`training.statistics.mask_reader`, which this package, below `training`, cannot import): there
+    TensorFlow runs its own kernels, as eagerly, where predict would choose XLA on a GPU."""
     layers = masked_layers_within(model)
     with_masks = [layer for layer in layers if layer.mask_type is not None]
-    inputs = keras.Input((1,))
-    reader = keras.Model(inputs, _MasksAsOutputs(with_masks)(inputs)) if with_masks else None
+    # named, so that the reader takes no automatic names from the user's next layers and models
+    inputs = keras.Input((1,), name="mask_reader_input")
+    reader = keras.Model(inputs, _MasksAsOutputs(with_masks)(inputs), name="mask_reader") if with_masks else None
     unused_input = np.zeros((1, 1), np.float32)
 
-    def read() -> dict[str, np.ndarray | None]:
-        masks = dict.fromkeys(layer.name for layer in layers)
+    def read() -> list[np.ndarray | None]:
+        predicted = iter([])
         if reader is not None:
-            predicted = reader.predict_on_batch(unused_input)
-            predicted = predicted if len(with_masks) > 1 else [predicted]  # a lone output comes unlisted
-            masks.update(zip((layer.name for layer in with_masks), predicted))
-        return masks
+            outputs = reader.predict_on_batch(unused_input)
+            predicted = iter(outputs if len(with_masks) > 1 else [outputs])  # a lone output comes unlisted
+        return [None if layer.mask_type is None else next(predicted) for layer in layers]
     return read
 
 
@@ -70,11 +73,12 @@ class MaskStatistics(keras.callbacks.Callback):
         self._read_masks = None
 
     def set_model(self, model):
+        if model is not self.model:
+            self._read_masks = None
         super().set_model(model)
-        self._read_masks = None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             if self._read_masks is None:
-                self._read_masks = predicted_masks(self.model)
+                self._read_masks = compiled_mask_reader(self.model)
             logs.update(kept_fractions(self.model, self._read_masks()))

@@ -225,9 +225,18 @@ def single_dense_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(4, name="only")(keras.layers.Flatten()(inputs)))
 
 
+def repeated_names_model() -> keras.Model:
+    """A nested model's layer named as one outside it: the masks are matched to layers by position."""
+    keras.utils.set_random_seed(2)
+    inner = keras.Sequential([keras.Input((432,)), keras.layers.Dense(30, name="dense")], name="inner")
+    inputs = keras.Input((12, 12, 3))
+    return keras.Model(inputs, keras.layers.Dense(4, name="dense")(inner(keras.layers.Flatten()(inputs))))
+
+
 @pytest.mark.parametrize("traintype, build", [("EdgePopup", residual_model), ("Supermask", residual_model),
-                                               ("Baseline", residual_model), ("EdgePopup", single_dense_model)],
-                         ids=["EdgePopup", "Supermask", "Baseline", "one masked layer"])
+                                               ("Baseline", residual_model), ("EdgePopup", single_dense_model),
+                                               ("SignedSupermask", repeated_names_model)],
+                         ids=["EdgePopup", "Supermask", "Baseline", "one masked layer", "repeated names"])
 def test_mask_statistics_reads_the_masks_compiled_once_whatever_the_epochs(monkeypatch, traintype, build):
     """Read op by op, JAX would compile a top-k search anew at every epoch's end, about a second per layer."""
     converted = masks.convert(build(), traintype, seed=6)
@@ -236,9 +245,12 @@ def test_mask_statistics_reads_the_masks_compiled_once_whatever_the_epochs(monke
     converted.fit(x, y, batch_size=8, epochs=1, verbose=0)  # the first fit also builds the model (symbolic calls)
     evaluations = []
     real = MaskedLayer.mask_at
-    monkeypatch.setattr(MaskedLayer, "mask_at",
-                        lambda self, training: (evaluations.append(self.name) if not training else None)
-                        or real(self, training))
+
+    def counted(self, training):
+        if not training:
+            evaluations.append(self.name)
+        return real(self, training)
+    monkeypatch.setattr(MaskedLayer, "mask_at", counted)
     counts = []
     for epochs in (1, 3):
         evaluations.clear()

@@ -30,7 +30,8 @@ class ConnectivitySummaries(keras.callbacks.Callback):
         with self.writer.as_default(step=epoch):
             for name in SCALARS:
                 tf.summary.scalar(f"epoch/{name}", logs[name])
-            for name, fraction in kept_fractions(self.model, self.read_masks()).items():  # as MaskStatistics logs them
+            masks = list(self.read_masks().values())  # in layer order, as kept_fractions wants them
+            for name, fraction in kept_fractions(self.model, masks).items():  # as masks.MaskStatistics logs them
                 tf.summary.scalar(name, fraction)
             for layer in masked_layers(self.model):
                 if layer.scores is not None:
