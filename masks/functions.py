@@ -199,7 +199,7 @@ def _search(rows, k: int, offset, bracket: _Bracket, center, width, band: int = 
         return ops.clip(ops.where(width > 0, hinted, guessed), low + 1, high - 1)
 
     def searching(state, *_):
-        low, high, count_low, count_high, width, _ = _search_fields(state)
+        low, high, count_low, count_high, width = _search_fields(state)[:5]
         going = ops.logical_and(high - low > 1, count_low != k)
         if band:
             narrow = ops.logical_and(width == 0, count_low - count_high <= band)
