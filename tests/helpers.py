@@ -44,6 +44,13 @@ def trainer_process(*args: str, env: dict | None = None, **popen) -> subprocess.
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
+def small_resnet_jit() -> list[str]:
+    """`--jit` for a ResNet20 that trains a few steps: on TensorFlow, compiling with XLA costs more than it saves
+    (a third of such a run); JAX without it runs op by op."""
+    import keras
+    return ["--jit", "off" if keras.backend.backend() == "tensorflow" else "auto"]
+
+
 def comparable_log(path: Path) -> dict:
     """A log without its timings, which differ between identical runs."""
     log = json.loads(path.read_text())

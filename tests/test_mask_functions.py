@@ -132,13 +132,14 @@ def test_uniform_noise_differs_between_draws_and_seeds():
     assert all(np.mean(a == b) < 0.01 for i, a in enumerate(draws) for b in draws[i + 1:])
 
 
-@pytest.mark.slow
 def test_supermask_sample_has_mean_sigmoid_of_the_scores_over_many_draws():
     scores = np.linspace(-3, 3, 13).astype(np.float32)
-    draws = 4000
-    samples = np.stack([np.asarray(functions.get("bernoulli")(
-        ops.convert_to_tensor(scores), functions.MaskInputs(uniforms=functions.uniform_noise(scores.shape, 9, d))))
-        for d in range(1, draws + 1)])
+    draws = 20000
+
+    def sample(draw):
+        uniforms = functions.uniform_noise(scores.shape, 9, draw)
+        return functions.get("bernoulli")(ops.convert_to_tensor(scores), functions.MaskInputs(uniforms=uniforms))
+    samples = np.asarray(ops.vectorized_map(sample, ops.arange(1, draws + 1, dtype="int32")))  # draws 1 to 20,000
     assert set(np.unique(samples)) <= {0.0, 1.0}
     expected = 1 / (1 + np.exp(-scores))
     np.testing.assert_allclose(samples.mean(axis=0), expected, atol=4 * np.sqrt(0.25 / draws))

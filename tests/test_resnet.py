@@ -8,7 +8,7 @@ import pytest
 import Exporter
 import networks
 import runlog
-from tests.helpers import new_run, write_cifar_batches
+from tests.helpers import new_run, small_resnet_jit, write_cifar_batches
 
 pytestmark = pytest.mark.slow  # every test reads ResNet20 runs that the module's fixtures train
 
@@ -22,14 +22,12 @@ def cifar(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_runs(cifar, tmp_path_factory) -> dict:
-    """One finished run per BatchNorm mode, in the ResNet recipe (augmented, `steps`) but for one epoch; on
-    TensorFlow `--jit off`: compiling costs more than it saves on one small epoch (JAX without it runs op by op)."""
-    jit = "off" if keras.backend.backend() == "tensorflow" else "auto"
+    """One finished run per BatchNorm mode, in the ResNet recipe (augmented, `steps`) but for one epoch."""
     runs = {}
     for batchnorm in networks.BATCHNORM_MODES:
         runs[batchnorm] = new_run(tmp_path_factory.mktemp(batchnorm), cifar, "--nettype", "ResNet20",
                                   "--batchnorm", batchnorm, "--maxepochs", "1", "--seed", "4", "--lr", "0.01",
-                                  "--jit", jit)
+                                  *small_resnet_jit())
         runs[batchnorm].train()
     return runs
 

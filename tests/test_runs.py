@@ -9,7 +9,7 @@ import pytest
 
 import MaskTrainer
 import runlog
-from tests.helpers import comparable_log, new_run, only_run, trainer_process, write_cifar_batches
+from tests.helpers import comparable_log, new_run, only_run, small_resnet_jit, trainer_process, write_cifar_batches
 
 SLICE = ["--trainsize", "3000"]
 
@@ -85,7 +85,7 @@ def test_killed_run_keeps_its_epochs_and_resumes_to_the_uninterrupted_result(tmp
     case_flags, epochs = KILLED_RUNS[case]
     data, data_flags = mnist_directory, SLICE
     if case.startswith("ResNet20"):
-        data, data_flags = tmp_path / "cifar", []
+        data, data_flags = tmp_path / "cifar", small_resnet_jit()
         write_cifar_batches(data, train=5200, test=50)
     flags = [*data_flags, "--maxepochs", str(epochs), "--seed", "3", *case_flags, "--datadir", str(data)]
     reference = trainer_process(*flags, "--outputpath", str(tmp_path / "reference"))
