@@ -54,3 +54,16 @@ def mnist_directory() -> Path:
     if directory is None:
         pytest.skip("no MNIST found: set MASKTRAINER_DATA to a folder holding mnist/*.gz")
     return directory
+
+
+# The files that take longest, longest first (a TensorFlow pass on 2 cores: 147, 128, 108, 97, 80 and 78 s of the
+# pass's 928). pytest-xdist hands whole files to its workers in collection order (`--no-loadscope-reorder` in
+# tests/run_both_backends.sh; its default hands out the files with the most tests first, which put these last), and
+# a long file handed out last leaves the other worker idle until it ends.
+LONGEST_FIRST = ("test_runs.py", "test_lifecycle.py", "test_studies_runners.py", "test_export.py", "test_backends.py",
+                 "test_resnet.py")
+
+
+def pytest_collection_modifyitems(items):
+    place = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: place.get(item.path.name, len(place)))
