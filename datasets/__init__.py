@@ -163,10 +163,13 @@ class DatasetSpec:
     system_directories: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] = (28, 28, 1)  # height, width, channels
     num_classes: int = 10
+    mirror_symmetric: bool = True  # a left-right flip keeps the label, so `--augment` may flip these images
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("mnist", load_idx_directory, _keras_download("mnist"), image_shape=(28, 28, 1)),
+    # a mirrored digit is no digit (2, 3, 7 ...): `--augment` only translates MNIST
+    "mnist": DatasetSpec("mnist", load_idx_directory, _keras_download("mnist"), image_shape=(28, 28, 1),
+                         mirror_symmetric=False),
     "fashion_mnist": DatasetSpec("fashion-mnist", load_idx_directory, _keras_download("fashion_mnist"),
                                  ("/usr/share/datasets/fashion-mnist",), image_shape=(28, 28, 1)),
     "cifar10": DatasetSpec("cifar10", load_cifar10_directory, _keras_download("cifar10"),

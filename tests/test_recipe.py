@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import MaskTrainer
+import datasets
 from tests.helpers import comparable_log, new_run, only_run
 from training import recipe
 from settings.config import ConfigError, RunConfig
@@ -99,12 +100,28 @@ def test_a_recipe_run_records_its_settings_and_its_own_directory(tmp_path, mnist
     assert log["testAccuracy"][-1] > log["testAccuracy"][0] + 0.1  # it learns
 
 
-def test_augmentation_changes_training_and_repeats_bit_for_bit(tmp_path, mnist_directory):
+def test_only_the_datasets_whose_mirror_images_keep_their_labels_are_flipped():
+    flipped = recipe.augmentation_draws(seed=3, epoch=2, size=1000)
+    shifted = recipe.augmentation_draws(seed=3, epoch=2, size=1000, flips=False)
+    assert set(flipped[:, 2]) == {0, 1} and set(shifted[:, 2]) == {0}
+    assert np.array_equal(shifted[:, :2], flipped[:, :2])  # the same shifts, flipped or not
+    assert {name: datasets.get(name).mirror_symmetric for name in datasets.DATASETS} == {
+        "mnist": False, "fashion_mnist": True, "cifar10": True}
+
+
+def test_augmentation_changes_training_and_repeats_bit_for_bit(tmp_path, mnist_directory, monkeypatch):
+    drawn, draw = [], recipe.augmentation_draws
+
+    def recorded_draws(*args, **kwargs):
+        drawn.append(draw(*args, **kwargs))
+        return drawn[-1]
+    monkeypatch.setattr(recipe, "augmentation_draws", recorded_draws)
     for name, flags in (("plain", []), ("augmented", ["--augment"]), ("again", ["--augment"])):
         assert MaskTrainer.main(["--outputpath", str(tmp_path / name), "--datadir", str(mnist_directory),
                                  *SLICE, *flags]) == 0
     plain, augmented, again = (comparable_log(only_run(tmp_path / name).log_json)
                                for name in ("plain", "augmented", "again"))
+    assert len(drawn) == 4 and not any(draws[:, 2].any() for draws in drawn)  # MNIST's digits are never flipped
     assert augmented == again
     assert augmented["testAccuracy"][0] == plain["testAccuracy"][0]  # the same network before training
     assert augmented["trainLoss"][1:] != plain["trainLoss"][1:]

@@ -44,13 +44,14 @@ def weight_penalty(variables, rate: float):
     return (rate / 2) * sum(ops.sum(ops.square(ops.cast(variable, "float32"))) for variable in variables)
 
 
-def augmentation_draws(seed: int, epoch: int, size: int) -> np.ndarray:
-    """Per training image (by index), its shift down, shift right (each in [-4, 4]) and flip (0 or 1) for
-    epoch `epoch`: int32 [size, 3], a function of (seed, epoch) alone."""
+def augmentation_draws(seed: int, epoch: int, size: int, flips: bool = True) -> np.ndarray:
+    """Per training image (by index), its shift down, shift right (each in [-4, 4]) and flip (0 or 1; always 0
+    without `flips`) for epoch `epoch`: int32 [size, 3], a function of (seed, epoch) alone. The flips are drawn
+    either way, so a dataset that is not flipped gets the shifts that one that is would get."""
     rng = np.random.default_rng([seed, epoch, AUGMENTATION_STREAM])
     shifts = rng.integers(-MAX_SHIFT, MAX_SHIFT + 1, size=(size, 2))
-    flips = rng.integers(0, 2, size=(size, 1))
-    return np.concatenate([shifts, flips], axis=1).astype(np.int32)
+    flipped = rng.integers(0, 2, size=(size, 1)) * int(flips)
+    return np.concatenate([shifts, flipped], axis=1).astype(np.int32)
 
 
 def augment(images, draws):

@@ -260,7 +260,9 @@ class Run:
         pass only)."""
         settings = self.settings
         order = epoch_order(settings.seed, epoch, len(self.data.y_train))
-        augmentation = recipe.augmentation_draws(settings.seed, epoch, len(order)) if settings.augment else None
+        augmentation = (recipe.augmentation_draws(settings.seed, epoch, len(order),
+                                                  flips=datasets.get(settings.dataset).mirror_symmetric)
+                        if settings.augment else None)
         self.optimizer.learning_rate = recipe.learning_rate(settings.lrschedule, settings.lr, epoch,
                                                             settings.maxepochs)
         progress = None
