@@ -18,12 +18,19 @@ def kept_fractions(model: keras.Model, masks: Sequence[np.ndarray | None] | None
     here, op by op."""
     layers = masked_layers_within(model)
     masks = [layer.mask() for layer in layers] if masks is None else masks
-    fractions, kept, total = {}, 0, 0
+    counts = []
     for layer, mask in zip(layers, masks, strict=True):
         size = int(np.prod(layer.kernel.shape))
         positive = size if mask is None else int(np.count_nonzero(keras.ops.convert_to_numpy(mask) > 0))
-        fractions[f"{PREFIX}/{layer.name}"] = positive / size
-        kept, total = kept + positive, total + size
+        counts.append((layer.name, positive, size))
+    return kept_fraction_logs(counts)
+
+
+def kept_fraction_logs(counts: Sequence[tuple[str, int, int]]) -> dict[str, float]:
+    """`kept_fraction/<name>` for each (layer name, entries kept, size), and `kept_fraction` over all of them:
+    from masks (`kept_fractions`) or from a run log's per-layer counts (MaskTrainer's runs)."""
+    fractions = {f"{PREFIX}/{name}": kept / size for name, kept, size in counts}
+    kept, total = sum(count[1] for count in counts), sum(count[2] for count in counts)
     fractions[PREFIX] = kept / total if total else 1.0
     return fractions
 

@@ -13,6 +13,7 @@ import pytest
 
 import MaskTrainer
 import runlog
+from masks.callbacks import kept_fractions
 from tests.helpers import REPO_ROOT, comparable_log, new_run, only_run, trainer_process
 from training import checkpoint
 
@@ -158,6 +159,27 @@ def test_early_stopping_ends_the_run_as_finished_with_the_reason(tmp_path, mnist
     config, log = json.loads(run.files.config.read_text()), runlog.read_log(run.files.log_json)
     assert config["status"] == "finished" and "stopped early" in config["stopReason"]
     assert len(log["testAccuracy"]) == 3 and stopper.stopped_epoch == 2
+
+
+@pytest.mark.parametrize("traintype", ["FreePruning", "SignedSupermask"])
+def test_callbacks_see_the_kept_fractions_of_the_masks_as_evaluated(tmp_path, mnist_directory, traintype):
+    class KeptFractions(keras.callbacks.Callback):
+        """Each epoch's logged kept fractions beside those the masks give, counted op by op."""
+        def __init__(self):
+            super().__init__()
+            self.pairs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            logged = {key: value for key, value in logs.items() if key.startswith("kept_fraction")}
+            self.pairs.append((logged, kept_fractions(self.model)))
+    recorder = KeptFractions()
+    new_run(tmp_path, mnist_directory, *SLICE, "--maxepochs", "2", "--seed", "3", "--traintype", traintype,
+            callbacks=[recorder]).train()
+    assert len(recorder.pairs) == 2
+    for logged, counted in recorder.pairs:
+        assert logged == counted and set(logged) == {"kept_fraction", "kept_fraction/dense_1",
+                                                     "kept_fraction/dense_2", "kept_fraction/dense_3"}
+    assert recorder.pairs[-1][0]["kept_fraction"] < 1  # masks that prune something, so the values are tested
 
 
 def test_keras_tensorboard_callback_writes_event_files(tmp_path, mnist_directory):

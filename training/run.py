@@ -24,6 +24,7 @@ import initializers
 import networks
 import runlog
 from datasets.preprocessing import Preprocessing
+from masks.callbacks import kept_fraction_logs
 from masks.layers import masked_layers
 from settings.config import ConfigError, RunConfig
 from settings.names import CLAIM_ENV, THREAD_ENV
@@ -176,6 +177,7 @@ class Run:
             self.record["jitCompiled"], self.backend.steps_per_call(self.record["jitCompiled"], network.convolutional),
             settings.weightdecay)
         self.read_masks = statistics.mask_reader(self.model)
+        self.layer_names = [layer.name for layer in masked_layers(self.model)]  # in the order of the logged counts
         self.callbacks = keras.callbacks.CallbackList(callbacks or [], model=self.model)
         self.interrupt = DeferredInterrupt()
         self.restored = self.restore()
@@ -236,7 +238,7 @@ class Run:
 
     def start(self) -> tuple[dict, int]:
         """Epoch 0 of a new run: the untrained network evaluated, its weights and preprocessing saved."""
-        log = new_log([layer.name for layer in masked_layers(self.model)])
+        log = new_log(self.layer_names)
         self.record_epoch(log, 0, 0.0)
         weights, preprocessing = statistics.kernels(self.model), self.preprocessing()
         runlog.write_npz(self.files.weights, weights)
@@ -286,10 +288,14 @@ class Run:
         runlog.write_json(self.files.config, self.record)
 
     def keras_logs(self, log: dict, epoch: int) -> dict:
-        """The epoch's values for callbacks: Keras's names, the project's names, and the fraction changed."""
+        """The epoch's values for callbacks: Keras's names, the project's names, the fraction changed, and the
+        kept fractions that `masks.MaskStatistics` gives under `fit` (from the logged counts: no mask is read)."""
         values = {key: log[key][epoch] for key in runlog.EPOCH_KEYS}
+        # per layer, [negative, zero, positive] masks then weights: kept are the positive masks
+        kept = [(name, counts[2], sum(counts[:3]))
+                for name, counts in zip(self.layer_names, log["remainingWeightsPerLayer"][epoch], strict=True)]
         return {**{KERAS_LOG_NAMES[key]: values[key] for key in KERAS_LOG_NAMES}, **values,
-                "changed_fraction": log["changedWeights"][epoch] / log["totalWeights"]}
+                "changed_fraction": log["changedWeights"][epoch] / log["totalWeights"], **kept_fraction_logs(kept)}
 
     def train(self) -> None:
         """Train from the last finished epoch to `maxepochs`, writing the log after every epoch.
