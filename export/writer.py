@@ -36,12 +36,17 @@ def model_bytes(model: keras.Model, beside: Path) -> int:
         tmp.unlink(missing_ok=True)
 
 
-def accuracy_on_test_set(model_path: Path, dataset: str, datadir: str | None) -> float:
-    """Accuracy of the `.keras` file at `model_path` on the raw (uint8) test images of `dataset`."""
+def raw_test_set(dataset: str, datadir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The raw (uint8) test images and labels of `dataset`, for --verify; ExportError where they cannot be read."""
     try:
         (_, _, x_test, y_test), _ = datasets.load_raw(dataset, datasets.resolve_data_directory(datadir))
     except (datasets.DataNotFoundError, ValueError) as error:  # not found, or a damaged file (DatasetError)
         raise ExportError(f"--verify: {error}") from None
+    return x_test, y_test
+
+
+def accuracy_on_test_set(model_path: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Accuracy of the `.keras` file at `model_path` on the raw test images."""
     model = checkpoint.load_model(model_path)  # safe mode: what a stranger's Python does
     predictions = model.predict(x_test, batch_size=1000, verbose=0)
     return float(np.count_nonzero(np.argmax(predictions, axis=-1) == np.asarray(y_test).reshape(-1))) / len(y_test)
@@ -58,6 +63,8 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     out = Path(out)
     check_output(out)
     trained = read_trained_run(record)
+    # read before anything is written: a refusal writes nothing
+    test_set = raw_test_set(trained.config["dataset"], datadir or trained.config.get("datadir")) if verify else None
     dtype = trained.config.get("precision", "float32")
     size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template),
                           chain=networks.get(trained.template.name).compactable)
@@ -83,7 +90,7 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     }
     runlog.write_json(report_path(out), report)
     if verify:
-        accuracy = accuracy_on_test_set(out, trained.config["dataset"], datadir or trained.config.get("datadir"))
+        accuracy = accuracy_on_test_set(out, *test_set)
         report["verify"] = {"testAccuracy": accuracy, "equal": accuracy == trained.test_accuracy}
         runlog.write_json(report_path(out), report)
     return report

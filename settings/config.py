@@ -114,7 +114,8 @@ class RunConfig:
                              choices=training_types.names)
     initializer: str = setting("he", "distribution of the frozen weights", choices=_initializer_names)
     activation: str = setting("relu", "hidden-layer activation", choices=_activation_names)
-    masktype: str | None = setting(None, "default: mask for pruning types and Baseline, flip for flipping types",
+    masktype: str | None = setting(None, "default: the training type's own (mask for pruning types and Baseline, "
+                                         "flip for flipping types; topk, bernoulli, signed for the rivals)",
                                    choices=_mask_type_names, optional=True)
     batchsize: int = setting(25, "mini-batch size", check=positive_integer, parse=int)
     maxepochs: int = setting(20, "epochs to train", check=positive_integer, parse=int)
@@ -123,8 +124,8 @@ class RunConfig:
     lr: float = setting(1e-3, "learning rate (the first epoch's, under a schedule)", check=positive_number,
                         parse=float)
     outputpath: str = setting("Outputs", "root of the results tree", check=nonempty_text)
-    dataset: str | None = setting(None, "default: mnist for LeNet, cifar10 for ConvN", choices=_dataset_names,
-                                  optional=True)
+    dataset: str | None = setting(None, "default: the network's (mnist for LeNet, cifar10 for the others)",
+                                  choices=_dataset_names, optional=True)
     datadir: str | None = setting(None, "folder with mnist/, cifar10/, fashion-mnist/ (default: $MASKTRAINER_DATA)",
                                   check=nonempty_text, optional=True)
     trainsize: int | None = setting(None, "train on the first N training images only (default: all)",
@@ -146,7 +147,7 @@ class RunConfig:
                                           "steps (the Keras ResNet example's, scaled to maxepochs)",
                               choices=lambda: ["constant", "cosine", "steps"])
     augment: bool = setting(False, "random translations by up to 4 pixels and horizontal flips of the training "
-                                   "images, drawn from (seed, epoch)", check=switch, parse=bool)
+                                   "images, drawn from (seed, epoch); MNIST is not flipped", check=switch, parse=bool)
     batchnorm: str | None = setting(None, "networks with BatchNorm: trainable (gamma and beta learned) or frozen "
                                           "(no affine parameters); default trainable",
                                     choices=_batchnorm_modes, optional=True)

@@ -1,5 +1,6 @@
 """Exporting a trained run as plain Keras: same predictions, compaction that changes nothing, a file that loads
 without this project, the logged accuracy on real MNIST, and one-line refusals of bad input."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import Exporter
+import datasets
 import initializers
 import networks
 import runlog
@@ -422,6 +424,18 @@ def test_damaged_or_mismatched_files_are_refused_in_one_line_naming_the_file(tmp
     change(files)
     check_refusal(capsys, [config, "--out", tmp_path / "x.keras"], getattr(files, named))
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_verify_without_the_test_set_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    def offline():
+        raise OSError("no network")
+    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(datasets.get("mnist"), download=offline))
+    config, _, _ = write_run(tmp_path)
+    (tmp_path / "empty").mkdir()
+    err = check_refusal(capsys, [config, "--out", tmp_path / "x.keras", "--verify", "--datadir", tmp_path / "empty"],
+                        tmp_path / "empty" / "mnist")
+    assert "--verify: mnist not found" in err
+    assert not (tmp_path / "x.keras").exists() and not (tmp_path / "x.json").exists()
 
 
 def test_baseline_without_its_model_file_is_refused(tmp_path, capsys):
