@@ -249,8 +249,9 @@ def _find_raw(name: str, data_directory: Path | None) -> tuple[RawData, str]:
         return spec.download(), "keras download"
     except Exception as error:  # any failure of the download means: not available here
         looked = ", ".join(str(place) for place in places) or f"no data directory (--datadir or ${DATA_ENV})"
+        failure = f"{type(error).__name__}: {error}".splitlines()[0]  # its first line: the refusal stays one
         raise DataNotFoundError(
-            f"{name} not found (looked in: {looked}; Keras download failed: {type(error).__name__}); "
+            f"{name} not found (looked in: {looked}; Keras download failed: {failure}); "
             f"put the standard files in DIR/{spec.subdirectory}/ and pass --datadir DIR or set {DATA_ENV}=DIR"
         ) from None
 
