@@ -61,6 +61,8 @@ def config_digest(files: runlog.RunFiles) -> str:
     ("batchsize", True, "batchsize True is not a positive integer"),
     ("seed", 0, "records no seed"),
     ("backend", "theano", "resume it with that backend"),
+    ("modelEpoch", -1, "modelEpoch should be the epoch of the run's model"),
+    ("modelEpoch", "1", "modelEpoch should be the epoch of the run's model"),
 ])
 def test_resume_checks_every_value_of_the_configuration(finished_run, capsys, key, value, message):
     config = json.loads(finished_run.config.read_text())
@@ -150,6 +152,31 @@ def test_a_finished_run_extended_equals_a_straight_run(tmp_path, mnist_directory
     masks, expected = runlog.read_npz(files.masks), runlog.read_npz(straight.masks)
     assert all(np.array_equal(masks[key], expected[key]) for key in expected)
     assert json.loads(files.config.read_text())["maxepochs"] == 4
+
+
+@pytest.mark.slow
+def test_an_extension_killed_before_its_first_checkpoint_continues_from_the_finished_model(
+        tmp_path, mnist_directory, monkeypatch):
+    assert train(tmp_path / "extended", mnist_directory, "--maxepochs", "1", "--seed", "9") == 0
+    files = only_run(tmp_path / "extended")
+    finished_log = runlog.read_log(files.log_json)
+
+    def killed(*args, **kwargs):  # after the first new epoch's log was written, before its checkpoint
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patched:
+        patched.setattr(checkpoint, "save", killed)
+        assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "3"]) == 130
+    assert json.loads(files.config.read_text())["status"] == "running" and not files.checkpoint.exists()
+    assert len(runlog.read_log(files.log_json)["testAccuracy"]) == 3  # epoch 2 logged, its model not saved
+
+    assert MaskTrainer.main(["--resume", str(files.config)]) == 0
+    log = runlog.read_log(files.log_json)
+    assert log["epochSeconds"][:2] == finished_log["epochSeconds"], "the finished epochs are not trained again"
+    assert train(tmp_path / "straight", mnist_directory, "--maxepochs", "3", "--seed", "9") == 0
+    straight = only_run(tmp_path / "straight")
+    assert comparable_log(files.log_json) == comparable_log(straight.log_json)
+    masks, expected = runlog.read_npz(files.masks), runlog.read_npz(straight.masks)
+    assert all(np.array_equal(masks[key], expected[key]) for key in expected)
 
 
 def test_early_stopping_ends_the_run_as_finished_with_the_reason(tmp_path, mnist_directory):

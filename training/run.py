@@ -85,6 +85,9 @@ def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
         raise ConfigError(f"{files.config}: records no seed or dataset; it was not written by MaskTrainer")
     if not isinstance(record.get("jitCompiled", False), bool) or not isinstance(record.get("threads", {}), dict):
         raise ConfigError(f"{files.config}: jitCompiled should be true or false, threads a table")
+    model_epoch = record.get("modelEpoch", 0)
+    if isinstance(model_epoch, bool) or not isinstance(model_epoch, int) or model_epoch < 0:
+        raise ConfigError(f"{files.config}: modelEpoch should be the epoch of the run's model, a whole number >= 0")
     backend = record.get("backend", "tensorflow")  # files from before the JAX backend were all TensorFlow's
     if backend != backends.current().NAME:
         raise ConfigError(f"{files.config}: run {files.run_id} was trained with KERAS_BACKEND={backend}; "
@@ -210,7 +213,11 @@ class Run:
         model (to extend it); None for a run that has nothing to continue. Writes nothing, and first checks
         every file it rests on against the run's digests and its seed's draw (`training.provenance`)."""
         from_checkpoint = self.files.checkpoint.exists()
-        if not (from_checkpoint or self.record.get("status") == "finished"):
+        # a run that finished once recorded its model: an extension stopped before its first checkpoint (status
+        # running) continues from that model too, rather than from epoch 0 over the finished run's files
+        finished_once = self.record.get("status") == "finished" or "model" in provenance.recorded(self.record,
+                                                                                                  self.files.config)
+        if not (from_checkpoint or finished_once):
             return None
         drawn, legacy = statistics.kernels(self.model), not provenance.has_digests(self.record)
         provenance.check_saved_inputs(self.files, self.record, self.data_digests, drawn, self.preprocessing())
@@ -221,7 +228,7 @@ class Run:
         else:
             digest = provenance.recorded(self.record, self.files.config).get("model")
             checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digest, frozen)
-            epoch = None  # a finished run's model is the state after its last logged epoch
+            epoch = self.record.get("modelEpoch")  # recorded at the finish; before that, the log's last epoch
         log = runlog.read_log(self.files.log_json)
         epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
         if len(log["testAccuracy"]) <= epoch:
@@ -344,5 +351,6 @@ class Run:
         checkpoint.save_model(self.files.model, self.model)
         self.record.setdefault(provenance.RECORD_KEY, {}).update(
             masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model))
+        self.record["modelEpoch"] = len(log["testAccuracy"]) - 1  # an extension killed mid-log restarts from it
         self.set_status(log, "finished", stop_reason)  # records the digests before the checkpoint goes
         self.files.checkpoint.unlink(missing_ok=True)
