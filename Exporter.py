@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        backends.check_supported()
         record = read_run_record(args.run, checkpoint=args.checkpoint)  # no Keras yet: bad input fails fast
         backends.load_keras()  # quietly, and deterministic like training
         from export.writer import export_run, report_lines

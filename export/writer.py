@@ -13,8 +13,8 @@ from export.errors import ExportError
 from export.compaction import effective_size
 from export.plain_model import hidden_activation, plain_model
 from export.run_files import RunRecord
-from export.trained_run import read_trained_run
-from training import checkpoint
+from export.trained_run import TrainedRun, read_trained_run
+from training import checkpoint, provenance
 
 
 def save_model(model: keras.Model, path: Path) -> int:
@@ -36,13 +36,17 @@ def model_bytes(model: keras.Model, beside: Path) -> int:
         tmp.unlink(missing_ok=True)
 
 
-def raw_test_set(dataset: str, datadir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """The raw (uint8) test images and labels of `dataset`, for --verify; ExportError where they cannot be read."""
+def raw_test_set(trained: TrainedRun, datadir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """The raw (uint8) test images and labels the run was tested on, for --verify: ExportError where they cannot
+    be read, RunLogError where they are not the data the run recorded (its digests; a legacy run has none)."""
     try:
-        (_, _, x_test, y_test), _ = datasets.load_raw(dataset, datasets.resolve_data_directory(datadir))
+        raw, source = datasets.load_raw(trained.config["dataset"], datasets.resolve_data_directory(datadir))
     except (datasets.DataNotFoundError, ValueError) as error:  # not found, or a damaged file (DatasetError)
         raise ExportError(f"--verify: {error}") from None
-    return x_test, y_test
+    recorded = provenance.recorded(trained.config, trained.files.config).get("data")
+    provenance.check_digests(source, recorded, provenance.data_digests(raw),
+                             f"the data run {trained.files.run_id} trained on")
+    return raw[2], raw[3]
 
 
 def accuracy_on_test_set(model_path: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -64,7 +68,7 @@ def export_run(record: RunRecord, out: str | Path, *, compact: bool = False, ver
     check_output(out)
     trained = read_trained_run(record)
     # read before anything is written: a refusal writes nothing
-    test_set = raw_test_set(trained.config["dataset"], datadir or trained.config.get("datadir")) if verify else None
+    test_set = raw_test_set(trained, datadir or trained.config.get("datadir")) if verify else None
     dtype = trained.config.get("precision", "float32")
     size = effective_size(list(trained.kernels.values()), hidden_activation(trained.template),
                           chain=networks.get(trained.template.name).compactable)
@@ -107,6 +111,8 @@ def check_output(out: Path) -> None:
                               "forms), which only that run's trainer writes; choose another --out")
         if path.is_symlink():
             raise ExportError(f"{path}: is a symbolic link, which the export would write through; choose another --out")
+        if path.is_dir():
+            raise ExportError(f"{path}: is a directory; choose another --out")
 
 
 def report_path(out: str | Path) -> Path:

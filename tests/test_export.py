@@ -24,7 +24,7 @@ from datasets.preprocessing import Preprocessing, network_input
 from export.trained_run import effective_kernels, network_input_scale
 from masks.layers import MaskedDense, masked_layers
 from settings import types as training_types
-from training import statistics
+from training import provenance, statistics
 from settings.config import RunConfig
 
 INPUT_SHAPES = {"LeNet": (28, 28, 1), **{name: (32, 32, 3) for name in networks.NETWORKS if name != "LeNet"}}
@@ -436,6 +436,34 @@ def test_verify_without_the_test_set_is_refused_before_anything_is_written(tmp_p
                         tmp_path / "empty" / "mnist")
     assert "--verify: mnist not found" in err
     assert not (tmp_path / "x.keras").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_verify_on_other_data_than_the_run_trained_on_is_refused(tmp_path, capsys, mnist_directory):
+    config, _, _ = write_run(tmp_path)
+    (x_train, y_train, x_test, y_test), _ = datasets.load_raw("mnist", mnist_directory)
+    y_trained_on = y_test.copy()
+    y_trained_on[0] = (y_trained_on[0] + 1) % 10
+    record = json.loads(config.read_text())
+    record["digests"] = {"data": provenance.data_digests((x_train, y_train, x_test, y_trained_on))}
+    config.write_text(json.dumps(record))
+    err = check_refusal(capsys, [config, "--out", tmp_path / "x.keras", "--verify", "--datadir", mnist_directory],
+                        mnist_directory / "mnist")
+    assert "testLabels differs from the data run" in err
+    assert not (tmp_path / "x.keras").exists()
+
+
+def test_a_report_path_that_is_a_directory_is_refused_before_the_model_is_written(tmp_path, capsys):
+    config, _, _ = write_run(tmp_path)
+    (tmp_path / "w.json").mkdir()
+    check_refusal(capsys, [config, "--out", tmp_path / "w.keras"], tmp_path / "w.json")
+    assert not (tmp_path / "w.keras").exists()
+
+
+def test_an_unsupported_backend_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    config, _, _ = write_run(tmp_path)
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert "KERAS_BACKEND=torch is not supported" in check_refusal(
+        capsys, [config, "--out", tmp_path / "x.keras"], "torch")
 
 
 def test_baseline_without_its_model_file_is_refused(tmp_path, capsys):
