@@ -28,7 +28,8 @@ EPOCH_KEYS = ("trainLoss", "valLoss", "testLoss", "trainAccuracy", "valAccuracy"
               "remainingWeights", "changedWeights", "epochSeconds")
 LAYER_COUNT_NAMES = ("negativeMasks", "zeroMasks", "positiveMasks",
                      "negativeWeights", "zeroWeights", "positiveWeights")
-REQUIRED_LOG_KEYS = EPOCH_KEYS + ("totalWeights", "remainingWeightsPerLayer")
+PER_EPOCH_KEYS = EPOCH_KEYS + ("remainingWeightsPerLayer",)  # the lists with one entry per epoch
+REQUIRED_LOG_KEYS = PER_EPOCH_KEYS + ("totalWeights",)
 
 
 def _current_umask() -> int:
@@ -358,7 +359,7 @@ def read_log(path: Path) -> dict:
     if not isinstance(log["testAccuracy"], list):
         raise RunLogError(f"{path}: 'testAccuracy' should be a list of epochs")
     epochs = len(log["testAccuracy"])
-    for key in EPOCH_KEYS + ("remainingWeightsPerLayer",):
+    for key in PER_EPOCH_KEYS:
         if not isinstance(log[key], list) or len(log[key]) != epochs:
             raise RunLogError(f"{path}: '{key}' should be a list of {epochs} epochs")
     if epochs == 0:

@@ -82,6 +82,15 @@ def without_digests(files: runlog.RunFiles) -> None:
     runlog.write_json(files.config, config)
 
 
+@pytest.mark.parametrize("kind", ["interrupted", "finished"])
+def test_a_log_from_another_run_is_refused_on_resuming(kind, request, tmp_path, mnist_directory, capsys):
+    files = request.getfixturevalue(kind)
+    other = other_seeds_run(tmp_path, mnist_directory)
+    shutil.copy(other.log_json, files.log_json)  # the same settings but another seed: its own epochs
+    error = refused(capsys, files, *(["--maxepochs", "2"] if kind == "finished" else []))
+    assert str(files.log_json) in error and f"differ from those run {files.run_id} logged" in error
+
+
 def test_a_model_from_another_seed_is_refused_on_extension(finished, tmp_path, mnist_directory, capsys):
     shutil.copy(other_seeds_run(tmp_path, mnist_directory).model, finished.model)
     error = refused(capsys, finished, "--maxepochs", "2")
@@ -152,7 +161,7 @@ def test_an_old_run_without_digests_resumes_with_a_warning(interrupted, capsys):
     assert MaskTrainer.main(["--resume", str(interrupted.config)]) == 0
     assert "records no digests" in capsys.readouterr().err
     config = json.loads(interrupted.config.read_text())
-    assert config["status"] == "finished" and set(config[provenance.RECORD_KEY]) == {"masks", "model"}
+    assert config["status"] == "finished" and set(config[provenance.RECORD_KEY]) == {"masks", "model", "log"}
     assert MaskTrainer.main(["--resume", str(interrupted.config), "--maxepochs", "3"]) == 0  # its model checked
 
 

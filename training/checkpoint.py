@@ -22,6 +22,7 @@ from masks.layers import masked_layers
 from training import backends, provenance
 
 DIGESTS_KEY = "arrayDigests"  # a JSON text: the digest of every other array of the checkpoint, by key
+LOG_DIGEST_KEY = "logDigest"  # the run's log up to the checkpoint's epoch (absent from older checkpoints)
 
 
 def _variables(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dict[str, keras.Variable]:
@@ -29,10 +30,13 @@ def _variables(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dic
 
 
 def save(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, epoch: int,
-         owner: tuple[str, str]) -> None:
-    """Write the checkpoint of epoch `epoch`; `owner` is (run id, settings digest)."""
+         owner: tuple[str, str], log_digest: str | None = None) -> None:
+    """Write the checkpoint of epoch `epoch`; `owner` is (run id, settings digest), `log_digest` that of the run's
+    log up to this epoch (`provenance.log_digest`)."""
     arrays = {key: keras.ops.convert_to_numpy(v) for key, v in _variables(model, optimizer).items()}
     arrays.update(epoch=np.array(epoch), runId=np.array(owner[0]), settingsDigest=np.array(owner[1]))
+    if log_digest is not None:
+        arrays[LOG_DIGEST_KEY] = np.array(log_digest)
     arrays[DIGESTS_KEY] = np.array(json.dumps(provenance.array_digests(arrays)))
     runlog.write_npz(path, arrays)
 
@@ -91,15 +95,16 @@ def _read_owned(path: Path, owner: tuple[str, str], legacy: bool) -> dict[str, n
 
 
 def restore(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, owner: tuple[str, str],
-            drawn: dict[str, np.ndarray] | None, legacy: bool = False) -> int:
-    """Load a checkpoint into a freshly built model and optimizer; returns its epoch.
+            drawn: dict[str, np.ndarray] | None, legacy: bool = False) -> tuple[int, str | None]:
+    """Load a checkpoint into a freshly built model and optimizer; returns its epoch and the digest of the log it
+    was written with (None from a checkpoint older than that).
 
     RunLogError when the file belongs to another run (another id or other settings), was edited, holds frozen
     kernels other than `drawn` (the seed's, by layer name; None for Baseline) or does not fit the model.
     """
     arrays = _read_owned(path, owner, legacy)
     _assign(path, arrays, _variables(model, optimizer), model, drawn)
-    return int(arrays["epoch"])
+    return int(arrays["epoch"]), str(arrays[LOG_DIGEST_KEY]) if LOG_DIGEST_KEY in arrays else None
 
 
 def restore_model(path: Path, model: keras.Model, owner: tuple[str, str], drawn: dict[str, np.ndarray] | None,

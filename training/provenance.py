@@ -8,6 +8,7 @@ from its seed, wherever they are read. Every mismatch is a RunLogError, one line
 NumPy only (no Keras), so Exporter refuses a file before TensorFlow loads.
 """
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 import runlog
 
 RECORD_KEY = "digests"
+SINGLE_DIGESTS = ("model", "log")  # one digest each: the Model file's bytes, the log's epochs (`log_digest`)
 
 
 def array_digest(array) -> str:
@@ -55,13 +57,29 @@ def is_digest_table(value) -> bool:
     return isinstance(value, dict) and all(isinstance(digest, str) for digest in value.values())
 
 
+def log_digest(log: dict, epoch: int) -> str:
+    """SHA-256 of a log's epochs 0 to `epoch` (its per-epoch lists, as JSON): a checkpoint carries it for its
+    epoch and a finished run's record for its model's, so a log copied from another run, or edited, is refused."""
+    epochs = {key: log[key][:epoch + 1] for key in runlog.PER_EPOCH_KEYS}
+    return hashlib.sha256(json.dumps(epochs, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
+def check_log(path, log: dict, epoch: int, expected: str | None, run_id: str) -> None:
+    """RunLogError naming `path` unless the log's epochs 0 to `epoch` have the digest `expected` (None: not
+    recorded, from before logs had one)."""
+    if expected is not None and log_digest(log, epoch) != expected:
+        raise runlog.RunLogError(f"{path}: epochs 0-{epoch} differ from those run {run_id} logged "
+                                 f"(SHA-256 {expected[:12]}..., found {log_digest(log, epoch)[:12]}...)")
+
+
 def recorded(record: dict, config_path: Path) -> dict:
     """The record's digest table ({} for a run from before digests); RunLogError naming the file if malformed."""
     digests = record.get(RECORD_KEY, {})
-    if not (isinstance(digests, dict) and all(isinstance(value, str) if key == "model" else is_digest_table(value)
-                                              for key, value in digests.items())):
+    if not (isinstance(digests, dict) and all(
+            isinstance(value, str) if key in SINGLE_DIGESTS else is_digest_table(value)
+            for key, value in digests.items())):
         raise runlog.RunLogError(f"{config_path}: '{RECORD_KEY}' should map data, weights, preprocessing and "
-                                 f"masks to tables of SHA-256 digests and model to one")
+                                 f"masks to tables of SHA-256 digests and model and log to one each")
     return digests
 
 

@@ -223,12 +223,13 @@ class Run:
         provenance.check_saved_inputs(self.files, self.record, self.data_digests, drawn, self.preprocessing())
         frozen = None if self.settings.training_type.trains_weights else drawn
         if from_checkpoint:
-            epoch = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
-                                       (self.files.run_id, self.settings.digest()), frozen, legacy)
+            epoch, logged = checkpoint.restore(self.files.checkpoint, self.model, self.optimizer,
+                                               (self.files.run_id, self.settings.digest()), frozen, legacy)
         else:
-            digest = provenance.recorded(self.record, self.files.config).get("model")
-            checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digest, frozen)
+            digests = provenance.recorded(self.record, self.files.config)
+            checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digests.get("model"), frozen)
             epoch = self.record.get("modelEpoch")  # recorded at the finish; before that, the log's last epoch
+            logged = digests.get("log")
         log = runlog.read_log(self.files.log_json)
         epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
         if len(log["testAccuracy"]) <= epoch:
@@ -236,8 +237,9 @@ class Run:
         if epoch > self.settings.maxepochs:
             raise ConfigError(f"{self.files.config}: run {self.files.run_id} has trained {epoch} epochs, more than "
                               f"--maxepochs {self.settings.maxepochs}")
-        for key in runlog.EPOCH_KEYS + ("remainingWeightsPerLayer",):
+        for key in runlog.PER_EPOCH_KEYS:
             del log[key][epoch + 1:]
+        provenance.check_log(self.files.log_json, log, epoch, logged, self.files.run_id)
         log["status"] = "running"
         if legacy:  # after the checks: a refusal stays one line
             print(provenance.legacy_warning(self.files.run_id), file=sys.stderr)
@@ -336,7 +338,8 @@ class Run:
             self.record_epoch(log, epoch, seconds)
             runlog.write_log(self.files, log)
             checkpoint.save(self.files.checkpoint, self.model, self.optimizer, epoch,
-                            owner=(self.files.run_id, self.settings.digest()))
+                            owner=(self.files.run_id, self.settings.digest()),
+                            log_digest=provenance.log_digest(log, epoch))
             refresh_claim()
             self.print_line(self.summary_line(log, epoch))
             self.callbacks.on_epoch_end(epoch, self.keras_logs(log, epoch))
@@ -350,7 +353,8 @@ class Run:
         runlog.write_npz(self.files.masks, masks)
         checkpoint.save_model(self.files.model, self.model)
         self.record.setdefault(provenance.RECORD_KEY, {}).update(
-            masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model))
+            masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model),
+            log=provenance.log_digest(log, len(log["testAccuracy"]) - 1))
         self.record["modelEpoch"] = len(log["testAccuracy"]) - 1  # an extension killed mid-log restarts from it
         self.set_status(log, "finished", stop_reason)  # records the digests before the checkpoint goes
         self.files.checkpoint.unlink(missing_ok=True)
