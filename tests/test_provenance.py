@@ -91,6 +91,15 @@ def test_a_log_from_another_run_is_refused_on_resuming(kind, request, tmp_path, 
     assert str(files.log_json) in error and f"differ from those run {files.run_id} logged" in error
 
 
+@pytest.mark.parametrize("key, value", [("lr", 0.05), ("traintype", "MinPruning")])
+def test_a_finished_run_whose_settings_were_edited_is_not_extended(finished, capsys, key, value):
+    config = json.loads(finished.config.read_text())
+    config[key] = value  # in range: only the recorded settings digest tells
+    runlog.write_json(finished.config, config)
+    error = refused(capsys, finished, "--maxepochs", "2")
+    assert str(finished.config) in error and f"are not those run {finished.run_id} finished with" in error
+
+
 def test_a_model_from_another_seed_is_refused_on_extension(finished, tmp_path, mnist_directory, capsys):
     shutil.copy(other_seeds_run(tmp_path, mnist_directory).model, finished.model)
     error = refused(capsys, finished, "--maxepochs", "2")
@@ -161,7 +170,7 @@ def test_an_old_run_without_digests_resumes_with_a_warning(interrupted, capsys):
     assert MaskTrainer.main(["--resume", str(interrupted.config)]) == 0
     assert "records no digests" in capsys.readouterr().err
     config = json.loads(interrupted.config.read_text())
-    assert config["status"] == "finished" and set(config[provenance.RECORD_KEY]) == {"masks", "model", "log"}
+    assert config["status"] == "finished" and set(config[provenance.RECORD_KEY]) == {"masks", "model", "log", "settings"}
     assert MaskTrainer.main(["--resume", str(interrupted.config), "--maxepochs", "3"]) == 0  # its model checked
 
 

@@ -16,7 +16,8 @@ import numpy as np
 import runlog
 
 RECORD_KEY = "digests"
-SINGLE_DIGESTS = ("model", "log")  # one digest each: the Model file's bytes, the log's epochs (`log_digest`)
+# one digest each: the Model file's bytes, the log's epochs (`log_digest`), the settings (`RunConfig.digest`)
+SINGLE_DIGESTS = ("model", "log", "settings")
 
 
 def array_digest(array) -> str:
@@ -79,7 +80,7 @@ def recorded(record: dict, config_path: Path) -> dict:
             isinstance(value, str) if key in SINGLE_DIGESTS else is_digest_table(value)
             for key, value in digests.items())):
         raise runlog.RunLogError(f"{config_path}: '{RECORD_KEY}' should map data, weights, preprocessing and "
-                                 f"masks to tables of SHA-256 digests and model and log to one each")
+                                 f"masks to tables of SHA-256 digests and model, log and settings to one each")
     return digests
 
 

@@ -227,6 +227,9 @@ class Run:
                                                (self.files.run_id, self.settings.digest()), frozen, legacy)
         else:
             digests = provenance.recorded(self.record, self.files.config)
+            if digests.get("settings", self.settings.digest()) != self.settings.digest():  # as a checkpoint's owner
+                raise ConfigError(f"{self.files.config}: its settings are not those run {self.files.run_id} finished "
+                                  f"with (settings {digests['settings']}, now {self.settings.digest()})")
             checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digests.get("model"), frozen)
             epoch = self.record.get("modelEpoch")  # recorded at the finish; before that, the log's last epoch
             logged = digests.get("log")
@@ -354,7 +357,7 @@ class Run:
         checkpoint.save_model(self.files.model, self.model)
         self.record.setdefault(provenance.RECORD_KEY, {}).update(
             masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model),
-            log=provenance.log_digest(log, len(log["testAccuracy"]) - 1))
+            log=provenance.log_digest(log, len(log["testAccuracy"]) - 1), settings=self.settings.digest())
         self.record["modelEpoch"] = len(log["testAccuracy"]) - 1  # an extension killed mid-log restarts from it
         self.set_status(log, "finished", stop_reason)  # records the digests before the checkpoint goes
         self.files.checkpoint.unlink(missing_ok=True)
