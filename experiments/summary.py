@@ -20,6 +20,7 @@ from experiments.studies import contained
 from export import compaction
 from settings.config import MATCHED_SETTINGS as MATCHED_KEYS, default  # with DIRECTORY_KEYS: a run's identity
 from settings.identity import DIRECTORY_SETTINGS as DIRECTORY_KEYS
+from training import provenance
 # The figures Plotter.py writes into each experiment directory it plots (as .png and .pdf).
 EXPERIMENT_FIGURES = ("Accuracy_Sparsity", "Layer_Remaining")
 FIGURE_SUFFIXES = (".png", ".pdf")
@@ -121,6 +122,9 @@ def effective_size(run: runlog.RecordedRun) -> compaction.EffectiveSize | None:
     if run.config.get("status") != "finished" or not run.files.masks.exists():
         return None
     weights, masks = runlog.read_npz(run.files.weights), runlog.read_npz(run.files.masks)
+    digests, origin = provenance.recorded(run.config, run.files.config), f"the file run {run.files.run_id} wrote"
+    provenance.check_arrays(run.files.weights, digests.get("weights"), weights, origin)  # none from a legacy run
+    provenance.check_arrays(run.files.masks, digests.get("masks"), masks, origin)
     if set(weights) != set(masks):
         raise runlog.RunLogError(f"{run.files.masks}: its layers are not those of {run.files.weights}")
     return compaction.effective_size({name: weights[name] * masks[name] for name in weights},

@@ -100,6 +100,16 @@ def test_a_finished_run_whose_settings_were_edited_is_not_extended(finished, cap
     assert str(finished.config) in error and f"are not those run {finished.run_id} finished with" in error
 
 
+@pytest.mark.parametrize("name", ["weights", "masks"])
+def test_summaries_refuse_a_weights_or_masks_file_other_than_the_run_wrote(finished, name):
+    from experiments import summary
+    (run,) = runlog.read_runs(finished.directory)
+    assert summary.effective_size(run).parameters == 266_200
+    edit_npz(getattr(finished, name), "dense_3", lambda array: -array)
+    with pytest.raises(runlog.RunLogError, match=f"dense_3 differs from the file run {finished.run_id} wrote"):
+        summary.effective_size(run)
+
+
 def test_a_model_from_another_seed_is_refused_on_extension(finished, tmp_path, mnist_directory, capsys):
     shutil.copy(other_seeds_run(tmp_path, mnist_directory).model, finished.model)
     error = refused(capsys, finished, "--maxepochs", "2")
