@@ -123,12 +123,22 @@ def callbacks_for(args: argparse.Namespace, files) -> list:
         print(f"{PROG}: --tensorboard needs TensorFlow, which cannot be imported here; training without it",
               file=sys.stderr)
         return []
-    return [ConnectivitySummaries(files.directory / f"TensorBoard_ID{files.run_id}")]
+    board = files.directory / f"TensorBoard_ID{files.run_id}"
+    if board.is_symlink():
+        raise ConfigError(f"{board}: is a symbolic link, which the summaries would be written through; remove it")
+    return [ConnectivitySummaries(board)]
 
 
 def prepare_output(files, record: dict, outputpath: str) -> None:
     """Create the run's directory and write its configuration: the check that the output path is writable."""
     import runlog
+    try:
+        below = files.directory.relative_to(outputpath)  # a resumed run may have moved: then its folder is its own
+    except ValueError:
+        below = None
+    if below is not None and runlog.inside(outputpath, below) is None:
+        raise ConfigError(f"{files.directory}: a folder on its way below {outputpath} is a symbolic link (or not a "
+                          f"folder), which the run's files would be written through")
     try:
         runlog.write_json(files.config, record)
     except OSError as error:

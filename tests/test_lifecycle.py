@@ -179,6 +179,28 @@ def test_an_extension_killed_before_its_first_checkpoint_continues_from_the_fini
     assert all(np.array_equal(masks[key], expected[key]) for key in expected)
 
 
+def test_a_run_is_never_written_through_a_linked_folder_below_the_output_path(tmp_path, mnist_directory, capsys):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "FreePruning").symlink_to(victim)
+    assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 2
+    assert "is a symbolic link (or not a folder)" in one_line_error(capsys)
+    assert not list(victim.iterdir())
+
+
+def test_tensorboard_summaries_are_never_written_through_a_link(tmp_path, mnist_directory, capsys):
+    assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 0
+    files = only_run(tmp_path / "out")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (files.directory / f"TensorBoard_ID{files.run_id}").symlink_to(victim)
+    capsys.readouterr()
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "2", "--tensorboard"]) == 2
+    assert "summaries would be written through" in one_line_error(capsys)
+    assert not list(victim.iterdir())
+
+
 def test_early_stopping_ends_the_run_as_finished_with_the_reason(tmp_path, mnist_directory):
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", min_delta=1.0, patience=1)
     run = new_run(tmp_path, mnist_directory, *SLICE, "--maxepochs", "5", "--seed", "3", callbacks=[stopper])
