@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from settings import types as training_types
 from settings.config import RunConfig
 
 EPOCH_KEYS = ("trainLoss", "valLoss", "testLoss", "trainAccuracy", "valAccuracy", "testAccuracy",
@@ -402,11 +403,22 @@ class RecordedRun:
         return self.files.run_id
 
 
+def _check_labels(files: RunFiles, config: dict) -> dict:
+    """The record's names that the readers label and group runs by must be the registry's (RunLogError naming the
+    file): an edited one would otherwise become a label, or a crash in the middle of a plot."""
+    changed_means = dict.fromkeys(kind.changed_means for kind in training_types.TRAINING_TYPES.values())
+    known = {"traintype": training_types.names(), "changedMeans": list(changed_means)}
+    for key, values in known.items():
+        if key in config and config[key] not in values:
+            raise RunLogError(f"{files.config}: {key} {reprlib.repr(config[key])} is not one of {', '.join(values)}")
+    return config
+
+
 def read_runs(directory: Path) -> list[RecordedRun]:
     """Every run in an experiment directory that has a log (a run killed before epoch 0 has none)."""
     runs = []
     for config_path in sorted(Path(directory).glob("Config_ID*.json")):
         files = RunFiles.from_config_path(config_path)
         if files.log_json.exists():
-            runs.append(RecordedRun(files, read_config(files).data, read_log(files.log_json)))
+            runs.append(RecordedRun(files, _check_labels(files, read_config(files).data), read_log(files.log_json)))
     return runs

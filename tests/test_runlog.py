@@ -313,3 +313,14 @@ def test_clean_temporaries_removes_this_runs_leftovers_only(tmp_path):
 
 def test_clean_temporaries_of_a_run_without_a_directory_is_nothing(tmp_path):
     assert runlog.clean_temporaries(runlog.RunFiles(tmp_path / "missing", "abc1234")) == []
+
+
+@pytest.mark.parametrize("key, value", [("changedMeans", 5), ("changedMeans", None), ("traintype", 7),
+                                        ("traintype", "FreePrunning")])
+def test_runs_whose_record_names_no_known_type_are_refused_by_the_readers(tmp_path, key, value):
+    from tests.helpers import POINT, write_run
+    config = write_run(tmp_path, POINT, "abc1234", "finished", 2)
+    assert [run.config["changedMeans"] for run in runlog.read_runs(config.parent)] == ["flipped"]
+    write_run(tmp_path, POINT, "abc1234", "finished", 2, **{key: value})
+    with pytest.raises(runlog.RunLogError, match=f"{config}: {key} .* is not one of"):
+        runlog.read_runs(config.parent)
