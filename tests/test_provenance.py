@@ -76,9 +76,9 @@ def other_seeds_run(tmp_path, mnist_directory) -> runlog.RunFiles:
 
 
 def without_digests(files: runlog.RunFiles) -> None:
-    """Make the run look written before digests were (an old run)."""
+    """Make the run look written before digests were (an old run: nor did it record its score initializer)."""
     config = json.loads(files.config.read_text())
-    del config[provenance.RECORD_KEY]
+    del config[provenance.RECORD_KEY], config["scoreInitializer"]
     runlog.write_json(files.config, config)
 
 
@@ -114,6 +114,16 @@ def test_a_model_from_another_seed_is_refused_on_extension(finished, tmp_path, m
     shutil.copy(other_seeds_run(tmp_path, mnist_directory).model, finished.model)
     error = refused(capsys, finished, "--maxepochs", "2")
     assert str(finished.model) in error and "not the model the run saved" in error
+
+
+@pytest.mark.parametrize("kind", ["interrupted", "finished"])
+def test_a_record_whose_digests_were_deleted_is_refused_not_taken_for_an_old_run(kind, request, capsys):
+    files = request.getfixturevalue(kind)
+    config = json.loads(files.config.read_text())
+    del config[provenance.RECORD_KEY]
+    runlog.write_json(files.config, config)
+    error = refused(capsys, files, *(["--maxepochs", "2"] if kind == "finished" else []))
+    assert str(files.config) in error and "records no 'digests', which the version that wrote it" in error
 
 
 def test_an_old_run_without_digests_still_refuses_another_seeds_model(finished, tmp_path, mnist_directory, capsys):
@@ -180,7 +190,8 @@ def test_an_old_run_without_digests_resumes_with_a_warning(interrupted, capsys):
     assert MaskTrainer.main(["--resume", str(interrupted.config)]) == 0
     assert "records no digests" in capsys.readouterr().err
     config = json.loads(interrupted.config.read_text())
-    assert config["status"] == "finished" and set(config[provenance.RECORD_KEY]) == {"masks", "model", "log", "settings"}
+    assert config["status"] == "finished"
+    assert set(config[provenance.RECORD_KEY]) == {"masks", "model", "log", "settings"}
     assert MaskTrainer.main(["--resume", str(interrupted.config), "--maxepochs", "3"]) == 0  # its model checked
 
 

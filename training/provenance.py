@@ -74,7 +74,12 @@ def check_log(path, log: dict, epoch: int, expected: str | None, run_id: str) ->
 
 
 def recorded(record: dict, config_path: Path) -> dict:
-    """The record's digest table ({} for a run from before digests); RunLogError naming the file if malformed."""
+    """The record's digest table ({} for a run from before digests); RunLogError naming the file if malformed, or
+    if it lacks the table although it names its score initializer, which only versions that record digests write
+    (a table deleted to skip the checks)."""
+    if RECORD_KEY not in record and "scoreInitializer" in record:
+        raise runlog.RunLogError(f"{config_path}: records no '{RECORD_KEY}', which the version that wrote it (one "
+                                 f"that records scoreInitializer) always records; refusing it")
     digests = record.get(RECORD_KEY, {})
     if not (isinstance(digests, dict) and all(
             isinstance(value, str) if key in SINGLE_DIGESTS else is_digest_table(value)
@@ -82,6 +87,12 @@ def recorded(record: dict, config_path: Path) -> dict:
         raise runlog.RunLogError(f"{config_path}: '{RECORD_KEY}' should map data, weights, preprocessing and "
                                  f"masks to tables of SHA-256 digests and model, log and settings to one each")
     return digests
+
+
+def records_a_model(record: dict) -> bool:
+    """Whether the run finished once: its record holds its model's digest (checked where it is read)."""
+    digests = record.get(RECORD_KEY)
+    return isinstance(digests, dict) and "model" in digests
 
 
 def has_digests(record: dict) -> bool:

@@ -215,8 +215,7 @@ class Run:
         from_checkpoint = self.files.checkpoint.exists()
         # a run that finished once recorded its model: an extension stopped before its first checkpoint (status
         # running) continues from that model too, rather than from epoch 0 over the finished run's files
-        finished_once = self.record.get("status") == "finished" or "model" in provenance.recorded(self.record,
-                                                                                                  self.files.config)
+        finished_once = self.record.get("status") == "finished" or provenance.records_a_model(self.record)
         if not (from_checkpoint or finished_once):
             return None
         drawn, legacy = statistics.kernels(self.model), not provenance.has_digests(self.record)
