@@ -137,8 +137,8 @@ def prepare_output(files, record: dict, outputpath: str) -> None:
     except ValueError:
         below = None
     if below is not None and runlog.inside(outputpath, below) is None:
-        raise ConfigError(f"{files.directory}: a folder on its way below {outputpath} is a symbolic link (or not a "
-                          f"folder), which the run's files would be written through")
+        raise ConfigError(f"cannot write to output path {outputpath}: the way to {files.directory} passes through "
+                          f"a symbolic link or a file, which the run's files would be written through")
     try:
         runlog.write_json(files.config, record)
     except OSError as error:

@@ -12,7 +12,6 @@ once, with the run that has more epochs, and a warning.
     python Plotter.py DIR [DIR ...] [--out PATH] [--show]
     python Plotter.py --all Outputs                    # every experiment directory under Outputs/
 """
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from matplotlib.ticker import MaxNLocator
 
 import runlog
 from experiments import summary
-from settings.commands import EXIT_BAD_INPUT, EXIT_OK
+from experiments.studies import contained
+from settings.commands import EXIT_BAD_INPUT, EXIT_OK, OneLineParser
 from settings.config import RunConfig
 
 DEFAULT_EXPERIMENT = RunConfig().experiment_directory()  # the default run's directory
@@ -230,10 +230,31 @@ def layer_figure(experiment: Experiment, label: str) -> Figure:
     return figure
 
 
+def figure_files(stem: Path) -> list[Path]:
+    """`stem`.png and `stem`.pdf, or ValueError where either is a link: a figure never writes through a link to a
+    file elsewhere (`runlog.inside`, the check Summary.md and Summary.csv pass)."""
+    files = [stem.parent / f"{stem.name}{suffix}" for suffix in summary.FIGURE_SUFFIXES]
+    for file in files:
+        if runlog.inside(file.parent, file.name) is None:
+            raise ValueError(f"{file}: a link or not a usable file name; nothing written, remove it or choose "
+                             "another place")
+    return files
+
+
+def check_outputs(stems: list[Path], summary_directory: Path) -> None:
+    """Every figure and summary file the plot will write, checked before the first is written, so a link among
+    them stops the plot with nothing overwritten (ValueError)."""
+    for stem in stems:
+        figure_files(stem)
+    for name in summary.SUMMARY_FILES:
+        contained(summary_directory, name)
+
+
 def save(figure: Figure, stem: Path, show: bool) -> None:
-    """Write `stem`.png and `stem`.pdf; close the figure unless it is to be shown in a window."""
-    for suffix in (".png", ".pdf"):
-        figure.savefig(stem.parent / f"{stem.name}{suffix}", dpi=150)
+    """Write `stem`.png and `stem`.pdf, each atomically and never through a link; close the figure unless it is to
+    be shown in a window."""
+    for path in figure_files(stem):
+        runlog.write_atomically(path, lambda file: figure.savefig(file, format=path.suffix[1:], dpi=150))
     if not show:
         plt.close(figure)
 
@@ -252,6 +273,8 @@ def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> N
     """Read every directory first (so bad input stops before anything is written), then draw and tabulate."""
     experiments = [load_experiment(directory) for directory in directories]
     labels = legend_labels(experiments)
+    check_outputs([experiment.directory / name for experiment in experiments for name in summary.EXPERIMENT_FIGURES]
+                  + ([comparison] if len(experiments) > 1 else []), comparison.parent)
     for experiment, label in zip(experiments, labels):
         title = "/".join(experiment.directory.resolve().parts[-4:])
         accuracy_stem, layer_stem = (experiment.directory / name for name in summary.EXPERIMENT_FIGURES)
@@ -265,7 +288,7 @@ def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="Plotter.py", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="*", type=Path, metavar="DIR",
                         help=f"experiment directories (default: {DEFAULT_EXPERIMENT})")
     parser.add_argument("--all", type=Path, metavar="ROOT", help="also every experiment directory under ROOT")

@@ -8,6 +8,7 @@
     python -m experiments table lenet [--partial]   # accuracy over seeds, weights changed, seconds per epoch
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -16,26 +17,30 @@ from experiments import claims
 from experiments.scheduling import run_study
 from experiments.studies import StudyError, check_points, load_study, study_names
 from experiments.views import plot_study, table_study
-from settings.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from settings.commands import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, OneLineParser
 from training import interrupts
 
 
 def positive(kind, minimum: float = 0, inclusive: bool = False):
+    """A flag's parser: a finite number above `minimum` (at least it, if `inclusive`), since nan slips past every
+    comparison (a stale time of nan makes every live claim stale) and inf is no share of a machine."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} should be a finite number")
         if value < minimum or (value == minimum and not inclusive):
             raise argparse.ArgumentTypeError(f"{text} should be {'at least' if inclusive else 'above'} {minimum}")
         return value
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:]))
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m experiments", description=__doc__.splitlines()[0],
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("command", choices=["list", "run", "plot", "table"])
     parser.add_argument("study", nargs="?", help="a study name (see `list`) or the path of a .toml study file")
     parser.add_argument("--outputpath", type=Path, default=Path("Outputs"), help="where the runs live")

@@ -6,11 +6,29 @@ of one run does not stop the study. A claim file beside each run (`experiments.c
 once however many runners work on the study; `experiments.runner` runs points locally, `experiments.ray_pool`
 on a Ray cluster.
 """
+import os
 from pathlib import Path
 from typing import Callable
 
-from experiments.points import describe, find_run, trainer_command
-from experiments.studies import Study
+from experiments.points import describe, experiment_directory, find_run, trainer_command
+from experiments.studies import Study, StudyError
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists (a dangling link included), else the closest of its parents that does."""
+    absolute = path.absolute()
+    return next(folder for folder in (absolute, *absolute.parents) if os.path.lexists(folder))
+
+
+def check_writable(study: Study, outputpath: Path) -> None:
+    """StudyError unless every run's directory is a folder this user can write in, or can make: an output path that
+    is a file or a read-only folder is bad input, one line before any point runs, not a failure per point."""
+    for directory in dict.fromkeys(experiment_directory(point, outputpath) for point in study.points):
+        folder = nearest_existing(directory)
+        if not folder.is_dir():
+            raise StudyError(f"cannot write to output path {outputpath}: {folder} is not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StudyError(f"cannot write to output path {outputpath}: {folder} is not writable")
 
 
 def run_study(study: Study, outputpath: Path, dry_run: bool = False, say: Callable[[str], None] = print,
@@ -20,9 +38,11 @@ def run_study(study: Study, outputpath: Path, dry_run: bool = False, say: Callab
 
     Up to `jobs` runs at a time on this machine (GPUs round-robin, `runs_per_gpu` on each), or as Ray tasks
     when `ray` names a cluster address ("local": a new cluster on this machine). Each point is claimed before
-    it is trained; a point whose claim another runner keeps fresh is looked at again later.
+    it is trained; a point whose claim another runner keeps fresh is looked at again later. StudyError, before
+    anything runs, where runs cannot be written under `outputpath`.
     """
     from experiments import claims, runner
+    check_writable(study, outputpath)  # with --dry-run too: it tells what a real run would meet
     stale_after = claims.STALE_AFTER if stale_after is None else stale_after
     plan = [(point, *find_run(point, outputpath)) for point in study.points]
     todo = [point for point, action, _ in plan if action in ("resume", "new")]

@@ -125,9 +125,9 @@ def load_study(study: str) -> Study:
             both = describe(point) if describe(point) == describe(twin) else f"{describe(twin)} and {describe(point)}"
             raise StudyError(f"{path}: the grid gives one run twice ({both}); list each value once")
     if not isinstance(resources, dict) or not set(resources) <= {"cpus", "gpus"} or any(
-            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
             for value in resources.values()) or resources.get("cpus", 1) <= 0:
-        raise StudyError(f"{path}: [ray] takes cpus (> 0) and gpus (>= 0) per run, fractions allowed")
+        raise StudyError(f"{path}: [ray] takes cpus (> 0) and gpus (>= 0) per run, finite, fractions allowed")
     grid_keys = {key: None for grid in grids for key in grid}
     return Study(path.stem, str(data.get("description", "")), points, plot_groups_of(path, plots, grid_keys),
                  {key: float(value) for key, value in resources.items()}, path)

@@ -152,7 +152,7 @@ def inside(root: str | Path, name: str | Path) -> Path | None:
 _TEMPORARY_SUFFIX = ".tmp"
 
 
-def _atomic_write(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
     """Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it over `path`.
 
     An OSError (disk full, read-only file system, no permission) comes back naming `path`, not the temporary.
@@ -188,7 +188,7 @@ def clean_temporaries(files: RunFiles) -> list[Path]:
     """
     if not files.directory.is_dir():
         return []
-    # `.<stem>_ID<run id><suffix>.<random part>.tmp`, the names that _atomic_write gives them; a model saved by
+    # `.<stem>_ID<run id><suffix>.<random part>.tmp`, the names that write_atomically gives them; a model saved by
     # Keras, which insists on the `.keras` suffix, adds it after `.tmp` (training.checkpoint.save_model)
     pattern = re.compile(rf"\.\w+_ID{re.escape(files.run_id)}\.\w+\.\w+{re.escape(_TEMPORARY_SUFFIX)}(\.keras)?")
     leftovers = sorted(path for path in files.directory.iterdir()
@@ -204,15 +204,15 @@ def write_json(path: Path, data: dict) -> None:
         text = json.dumps(data, indent=1, allow_nan=False)
     except ValueError as error:
         raise RunLogError(f"{path}: not written: {error}") from None
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def _refuse_constant(name: str):
@@ -298,7 +298,7 @@ def log_csv_text(log: dict) -> str:
 def write_log(files: RunFiles, log: dict) -> None:
     """Rewrite the run's JSON and CSV logs (each atomically)."""
     write_json(files.log_json, log)
-    _atomic_write(files.log_csv, lambda f: f.write(log_csv_text(log).encode()))
+    write_atomically(files.log_csv, lambda f: f.write(log_csv_text(log).encode()))
 
 
 def _is_finite_number(value) -> bool:

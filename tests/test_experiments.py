@@ -14,6 +14,7 @@ import runlog
 from experiments import summary
 from experiments.__main__ import main
 from tests.helpers import POINT, write_run
+from training import interrupts
 
 GRID_SIZES = {"lenet": 30, "lenet-p1": 24, "conv-short": 4, "conv": 30, "peers": 90, "peers-conv": 162,
               "resnet": 10, "conv8": 10}
@@ -56,6 +57,8 @@ def test_unknown_study_is_one_line_error_and_exit_2(capsys):
     ("[[grid]]\nseed = [1]\n[[grid]]\nlr = [0.1]\n", "no seed"),
     ("[[grid]]\nseed = [1]\n[[grid]]\nseed = [1]\n", "gives one run twice"),
     ("grid = []\n", "needs a [grid]"),
+    ("[grid]\nseed = [1]\n[ray]\ncpus = nan\n", "[ray] takes cpus"),
+    ("[grid]\nseed = [1]\n[ray]\ngpus = inf\n", "[ray] takes cpus"),
 ])
 def test_malformed_study_files_are_refused(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -385,6 +388,40 @@ def test_a_study_is_checked_whole_before_anything_runs(tmp_path, capsys, fixed, 
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error and str(study_file) in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("dry_run", [["--dry-run"], []])
+def test_an_output_path_that_is_a_file_is_refused_in_one_line_before_any_point_runs(tmp_path, capsys, monkeypatch,
+                                                                                   dry_run):
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: pytest.fail("a point was started"))
+    monkeypatch.setattr(interrupts, "raise_on_stop_signals", lambda: None)  # this test process keeps its handlers
+    study_file = tmp_path / "s.toml"
+    study_file.write_text("[grid]\nseed = [1, 2]\n")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    for outputpath in (a_file, a_file / "below"):
+        assert main(["run", str(study_file), "--outputpath", str(outputpath), *dry_run]) == 2
+        assert capsys.readouterr() == ("", f"python -m experiments: error: cannot write to output path {outputpath}: "
+                                           f"{a_file} is not a folder\n")
+    assert a_file.read_text() == "x" and not list(tmp_path.rglob("Claim_*"))
+
+
+@pytest.mark.parametrize("argv", [["tabel"], ["run", "lenet", "--bogus"], ["run", "lenet", "--jobs", "two"]])
+def test_a_bad_flag_is_one_line_on_stderr_and_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and error.count("\n") == 1 and error.startswith("python -m experiments: error: ")
+
+
+@pytest.mark.parametrize("flag", ["--stale-after", "--ray-cpus", "--ray-gpus"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_stale_time_or_ray_share_that_is_not_finite_is_refused(capsys, flag, value):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "lenet", "--dry-run", "--ray", f"{flag}={value}"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"python -m experiments: error: argument {flag}: {value} should be a finite " \
+                                      "number\n"
 
 
 def test_a_finished_run_with_fewer_epochs_is_extended_not_trained_again(tmp_path, monkeypatch):

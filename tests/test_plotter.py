@@ -218,6 +218,41 @@ def test_a_configuration_without_its_keys_gives_an_error_naming_it(tmp_path, cap
     assert f"{files.config}: missing keys traintype, initializer, p1, changedMeans" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("linked", ["first/Accuracy_Sparsity.png", "second/Layer_Remaining.pdf",
+                                    "report/Comparison.pdf", "report/Summary.csv"])
+def test_a_file_to_be_written_that_is_a_link_stops_the_plot_before_anything_is_written(tmp_path, capsys, linked):
+    write_run(tmp_path / "first", "aaaaaaa", [0.1, 0.5])
+    write_run(tmp_path / "second", "bbbbbbb", [0.1, 0.6])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "report").mkdir()
+    (tmp_path / linked).symlink_to(victim)
+    before = sorted(tmp_path.rglob("*"))
+    assert Plotter.main([str(tmp_path / "first"), str(tmp_path / "second"),
+                         "--out", str(tmp_path / "report" / "Comparison")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"Plotter.py: error: {tmp_path / linked}: ")
+    assert victim.read_text() == "precious" and (tmp_path / linked).is_symlink()
+    assert sorted(tmp_path.rglob("*")) == before  # no figure, no summary
+
+
+def test_a_figure_is_written_beside_a_link_never_through_it(tmp_path):
+    figure = plt.figure()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "Figure.png").symlink_to(victim)
+    with pytest.raises(ValueError, match="Figure.png: a link"):
+        Plotter.save(figure, tmp_path / "Figure", show=False)
+    assert victim.read_text() == "precious"
+
+
+def test_a_bad_flag_is_one_line_on_stderr_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as stop:
+        Plotter.main(["--bogus"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "Plotter.py: error: unrecognized arguments: --bogus\n"
+
+
 def test_plotter_starts_without_tensorflow():
     code = "import sys, Plotter; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=PLOTTER.parent, timeout=60).returncode == 0
