@@ -130,8 +130,9 @@ def load_experiment(directory: Path) -> Experiment:
 
 
 def experiment_directories(root: Path) -> list[Path]:
-    """Every directory under `root` that holds at least one run log, in sorted order."""
-    found = sorted({path.parent for path in root.rglob("TrainLogs_ID*.json")})
+    """Every directory under `root` that holds at least one run log of its own, in sorted order: a log that is a
+    link (a study view's `runs/` links its study's runs) is that of a run found where it lives."""
+    found = sorted({path.parent for path in root.rglob("TrainLogs_ID*.json") if not path.is_symlink()})
     if not found:
         raise ValueError(f"{root}: no experiment directories (no TrainLogs_ID*.json) found")
     return found

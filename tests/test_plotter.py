@@ -154,6 +154,10 @@ def test_all_plots_every_experiment_directory_under_the_root(tmp_path, saved_ste
     for directory in directories:
         write_run(directory, "aaaaaaa", [0.1, 0.5], traintype=directory.parent.name)
     (tmp_path / "empty").mkdir()
+    view = tmp_path / "studies" / "a-study" / "runs" / "FreePruning"  # as `experiments plot` links them
+    view.mkdir(parents=True)
+    for path in directories[0].iterdir():
+        (view / path.name).symlink_to(path)
     assert Plotter.main(["--all", str(tmp_path)]) == 0
     assert [row["directory"] for row in read_summary(tmp_path)] == [str(path) for path in directories]
     assert saved_stems[-1] == tmp_path / "Comparison" and len(saved_stems) == 5
