@@ -227,9 +227,14 @@ def _finite_float(text: str) -> float:
 
 
 def _read_bytes(path: Path) -> bytes:
-    """The contents of a run file; RunLogError naming it when it is missing or cannot be read."""
+    """The contents of a run file; RunLogError naming it when it is missing, cannot be read or is no regular file
+    (opened without waiting: a FIFO in a run's place would block its reader forever)."""
     try:
-        return Path(path).read_bytes()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise RunLogError(f"{path}: not a regular file")
+            return file.read()
     except FileNotFoundError:
         raise RunLogError(f"{path}: file not found") from None
     except OSError as error:

@@ -324,3 +324,9 @@ def test_runs_whose_record_names_no_known_type_are_refused_by_the_readers(tmp_pa
     write_run(tmp_path, POINT, "abc1234", "finished", 2, **{key: value})
     with pytest.raises(runlog.RunLogError, match=f"{config}: {key} .* is not one of"):
         runlog.read_runs(config.parent)
+
+
+def test_a_fifo_in_place_of_a_run_file_is_refused_without_waiting_for_a_writer(tmp_path):
+    os.mkfifo(tmp_path / "Config_IDabc1234.json")
+    with pytest.raises(runlog.RunLogError, match="not a regular file"):
+        runlog.read_json(tmp_path / "Config_IDabc1234.json")
