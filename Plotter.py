@@ -138,6 +138,14 @@ def experiment_directories(root: Path) -> list[Path]:
     return found
 
 
+def distinct(directories: list[Path]) -> list[Path]:
+    """Each directory once, in the order given, however it was spelled (`D`, `./D`, its absolute path)."""
+    first = {}
+    for directory in directories:
+        first.setdefault(directory.resolve(), directory)
+    return list(first.values())
+
+
 def legend_labels(experiments: list[Experiment]) -> list[str]:
     """Each experiment's configuration label, with its directory name added where two labels would coincide."""
     labels = [experiment.label for experiment in experiments]
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if comparison.suffix in (".png", ".pdf"):
         comparison = comparison.with_suffix("")
     try:
-        directories = args.directories + (experiment_directories(args.all) if args.all else [])
+        directories = distinct(args.directories + (experiment_directories(args.all) if args.all else []))
         plot_experiments(directories or [DEFAULT_EXPERIMENT], comparison, args.show)
     except (ValueError, OSError) as error:
         print(f"Plotter.py: error: {error}", file=sys.stderr)

@@ -149,6 +149,15 @@ def test_no_argument_plots_the_default_experiment(tmp_path, monkeypatch, saved_s
     assert len(read_summary(Path("Outputs"))) == 1
 
 
+def test_a_directory_given_twice_or_also_found_by_all_is_plotted_once(tmp_path, saved_stems, monkeypatch):
+    directory = tmp_path / "FreePruning" / "LeNet"
+    write_run(directory, "aaaaaaa", [0.1, 0.5])
+    monkeypatch.chdir(tmp_path)
+    assert Plotter.main([str(directory), "FreePruning/LeNet/", "--all", str(tmp_path)]) == 0
+    assert [row["directory"] for row in read_summary(tmp_path)] == [str(directory)]
+    assert len(saved_stems) == 2  # its two figures, and no comparison of it with itself
+
+
 def test_all_plots_every_experiment_directory_under_the_root(tmp_path, saved_stems):
     directories = [tmp_path / "FreePruning" / "LeNet", tmp_path / "MinPruning" / "LeNet"]
     for directory in directories:
