@@ -156,5 +156,6 @@ def contained(root: Path, name: str | Path) -> Path:
     through a link (`runlog.inside`)."""
     path = runlog.inside(root, name)
     if path is None:
-        raise StudyError(f"{root / name}: leaves {root}, or passes through a link or a file; not written, choose another --out")
+        raise StudyError(f"{root / name}: leaves {root}, or passes through a link or a file; not written, choose "
+                         f"another --out")
     return path
