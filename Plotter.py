@@ -282,6 +282,7 @@ def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> N
     """Read every directory first (so bad input stops before anything is written), then draw and tabulate."""
     experiments = [load_experiment(directory) for directory in directories]
     labels = legend_labels(experiments)
+    rows = [summary_row(experiment, label) for experiment, label in zip(experiments, labels)]  # reads Weights, Masks
     check_outputs([experiment.directory / name for experiment in experiments for name in summary.EXPERIMENT_FIGURES]
                   + ([comparison] if len(experiments) > 1 else []), comparison.parent)
     for experiment, label in zip(experiments, labels):
@@ -292,8 +293,7 @@ def plot_experiments(directories: list[Path], comparison: Path, show: bool) -> N
     comparison.parent.mkdir(parents=True, exist_ok=True)
     if len(experiments) > 1:
         save(accuracy_figure(experiments, labels, f"Comparison of {len(experiments)} experiments"), comparison, show)
-    write_summary([summary_row(experiment, label) for experiment, label in zip(experiments, labels)],
-                  comparison.parent)
+    write_summary(rows, comparison.parent)
 
 
 def main(argv: list[str] | None = None) -> int:

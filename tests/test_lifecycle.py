@@ -155,11 +155,16 @@ def test_a_finished_run_extended_equals_a_straight_run(tmp_path, mnist_directory
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("written_by", ["this version", "a version before modelEpoch"])
 def test_an_extension_killed_before_its_first_checkpoint_continues_from_the_finished_model(
-        tmp_path, mnist_directory, monkeypatch):
+        tmp_path, mnist_directory, monkeypatch, written_by):
     assert train(tmp_path / "extended", mnist_directory, "--maxepochs", "1", "--seed", "9") == 0
     files = only_run(tmp_path / "extended")
     finished_log = runlog.read_log(files.log_json)
+    if written_by != "this version":  # its record says neither which epoch its model holds nor its log's digest
+        record = json.loads(files.config.read_text())
+        del record["modelEpoch"], record["digests"]["log"], record["digests"]["settings"]
+        runlog.write_json(files.config, record)
 
     def killed(*args, **kwargs):  # after the first new epoch's log was written, before its checkpoint
         raise KeyboardInterrupt
@@ -187,6 +192,21 @@ def test_a_run_is_never_written_through_a_linked_folder_below_the_output_path(tm
     assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 2
     assert "passes through a symbolic link or a file" in one_line_error(capsys)
     assert not list(victim.iterdir())
+
+
+def test_a_resume_is_never_written_through_a_linked_folder_however_its_path_is_spelled(
+        tmp_path, mnist_directory, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert train("out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 0  # a relative --outputpath
+    shutil.move(tmp_path / "out" / "FreePruning", tmp_path / "victim")
+    (tmp_path / "out" / "FreePruning").symlink_to(tmp_path / "victim")
+    (config,) = (tmp_path / "victim").rglob("Config_ID*.json")
+    before = {path: path.stat().st_mtime_ns for path in (tmp_path / "victim").rglob("*")}
+    capsys.readouterr()
+    linked_config = tmp_path / "out" / "FreePruning" / config.relative_to(tmp_path / "victim")
+    assert MaskTrainer.main(["--resume", str(linked_config), "--maxepochs", "2"]) == 2  # spelled absolute
+    assert "passes through a symbolic link or a file" in one_line_error(capsys)
+    assert {path: path.stat().st_mtime_ns for path in (tmp_path / "victim").rglob("*")} == before
 
 
 def test_tensorboard_summaries_are_never_written_through_a_link(tmp_path, mnist_directory, capsys):

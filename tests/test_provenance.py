@@ -110,6 +110,14 @@ def test_summaries_refuse_a_weights_or_masks_file_other_than_the_run_wrote(finis
         summary.effective_size(run)
 
 
+def test_plotter_refuses_an_edited_masks_file_before_it_draws_anything(finished, tmp_path, capsys):
+    import Plotter
+    edit_npz(finished.masks, "dense_3", lambda array: -array)
+    assert Plotter.main([str(finished.directory), "--out", str(tmp_path / "plots" / "Comparison")]) == 2
+    assert "dense_3 differs from the file run" in capsys.readouterr().err
+    assert not list(finished.directory.glob("*.png")) and not (tmp_path / "plots").exists()
+
+
 def test_a_model_from_another_seed_is_refused_on_extension(finished, tmp_path, mnist_directory, capsys):
     shutil.copy(other_seeds_run(tmp_path, mnist_directory).model, finished.model)
     error = refused(capsys, finished, "--maxepochs", "2")

@@ -230,12 +230,15 @@ class Run:
                 raise ConfigError(f"{self.files.config}: its settings are not those run {self.files.run_id} finished "
                                   f"with (settings {digests['settings']}, now {self.settings.digest()})")
             checkpoint.restore_from_model(self.files.model, self.model, self.optimizer, digests.get("model"), frozen)
-            epoch = self.record.get("modelEpoch")  # recorded at the finish; before that, the log's last epoch
-            logged = digests.get("log")
+            epoch, logged = self.record.get("modelEpoch"), digests.get("log")  # both recorded at the finish
         log = runlog.read_log(self.files.log_json)
-        epoch = len(log["testAccuracy"]) - 1 if epoch is None else epoch
+        if epoch is None:  # a run finished before modelEpoch: its model is the log's last epoch, unless an
+            # extension logged one more before it was killed (the log then says running, not finished)
+            epoch = len(log["testAccuracy"]) - (2 if log.get("status") == "running" else 1)
+        if not from_checkpoint:
+            self.record["modelEpoch"] = epoch  # kept from the first write on, before the log grows
         if len(log["testAccuracy"]) <= epoch:
-            raise runlog.RunLogError(f"{self.files.log_json}: fewer epochs than its checkpoint")
+            raise runlog.RunLogError(f"{self.files.log_json}: fewer epochs than its checkpoint or model")
         if epoch > self.settings.maxepochs:
             raise ConfigError(f"{self.files.config}: run {self.files.run_id} has trained {epoch} epochs, more than "
                               f"--maxepochs {self.settings.maxepochs}")
