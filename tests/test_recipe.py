@@ -109,6 +109,24 @@ def test_only_the_datasets_whose_mirror_images_keep_their_labels_are_flipped():
         "mnist": False, "fashion_mnist": True, "cifar10": True}
 
 
+def test_a_run_recorded_before_mnist_stopped_being_flipped_goes_on_flipping(tmp_path, mnist_directory, monkeypatch):
+    assert MaskTrainer.main(["--outputpath", str(tmp_path), "--datadir", str(mnist_directory), "--trainsize", "500",
+                             "--maxepochs", "1", "--seed", "5", "--augment"]) == 0
+    files = only_run(tmp_path)
+    record = json.loads(files.config.read_text())
+    assert record["augmentFlips"] is False
+    del record["augmentFlips"]  # as the versions that flipped every dataset wrote it
+    files.config.write_text(json.dumps(record))
+    asked, draw = [], recipe.augmentation_draws
+
+    def recorded_draws(*args, **kwargs):
+        asked.append(kwargs)
+        return draw(*args, **kwargs)
+    monkeypatch.setattr(recipe, "augmentation_draws", recorded_draws)
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "2"]) == 0
+    assert asked == [{"flips": True}]
+
+
 def test_augmentation_changes_training_and_repeats_bit_for_bit(tmp_path, mnist_directory, monkeypatch):
     drawn, draw = [], recipe.augmentation_draws
 

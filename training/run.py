@@ -68,6 +68,8 @@ def new_record(settings: RunConfig) -> tuple[RunConfig, dict]:
         **run_settings.to_dict(), "requestedSeed": settings.seed,
         "changedMeans": settings.training_type.changed_means,
         "scoreInitializer": settings.training_type.score_initializer, "runId": runlog.new_run_id(),
+        # whether --augment flips this dataset's images; a record without it flipped every dataset
+        "augmentFlips": datasets.get(run_settings.dataset).mirror_symmetric,
         "backend": backend.NAME, "versions": library_versions(backend), "threads": thread_settings(),
         "startTime": now(), "status": "running"}
 
@@ -83,8 +85,9 @@ def read_record(files: runlog.RunFiles) -> tuple[RunConfig, dict]:
     settings, record = config.settings, config.data
     if settings.seed == 0 or settings.dataset is None:
         raise ConfigError(f"{files.config}: records no seed or dataset; it was not written by MaskTrainer")
-    if not isinstance(record.get("jitCompiled", False), bool) or not isinstance(record.get("threads", {}), dict):
-        raise ConfigError(f"{files.config}: jitCompiled should be true or false, threads a table")
+    if not all(isinstance(record.get(key, False), bool) for key in ("jitCompiled", "augmentFlips")) or \
+            not isinstance(record.get("threads", {}), dict):
+        raise ConfigError(f"{files.config}: jitCompiled and augmentFlips should be true or false, threads a table")
     model_epoch = record.get("modelEpoch", 0)
     if isinstance(model_epoch, bool) or not isinstance(model_epoch, int) or model_epoch < 0:
         raise ConfigError(f"{files.config}: modelEpoch should be the epoch of the run's model, a whole number >= 0")
@@ -277,7 +280,7 @@ class Run:
         settings = self.settings
         order = epoch_order(settings.seed, epoch, len(self.data.y_train))
         augmentation = (recipe.augmentation_draws(settings.seed, epoch, len(order),
-                                                  flips=datasets.get(settings.dataset).mirror_symmetric)
+                                                  flips=self.record.get("augmentFlips", True))
                         if settings.augment else None)
         self.optimizer.learning_rate = recipe.learning_rate(settings.lrschedule, settings.lr, epoch,
                                                             settings.maxepochs)
