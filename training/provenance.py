@@ -75,9 +75,10 @@ def check_log(path, log: dict, epoch: int, expected: str | None, run_id: str) ->
 
 def recorded(record: dict, config_path: Path) -> dict:
     """The record's digest table ({} for a run from before digests); RunLogError naming the file if malformed, or
-    if it lacks the table although it names its score initializer, which only versions that record digests write
-    (a table deleted to skip the checks)."""
-    if RECORD_KEY not in record and "scoreInitializer" in record:
+    if it lacks the table although it names its score initializer, which only versions that record digests write,
+    and has a log, which they write after the digests (a table deleted to skip the checks)."""
+    if RECORD_KEY not in record and "scoreInitializer" in record and \
+            runlog.RunFiles.from_config_path(config_path).log_json.exists():
         raise runlog.RunLogError(f"{config_path}: records no '{RECORD_KEY}', which the version that wrote it (one "
                                  f"that records scoreInitializer) always records; refusing it")
     digests = record.get(RECORD_KEY, {})
