@@ -110,6 +110,20 @@ def test_summaries_refuse_a_weights_or_masks_file_other_than_the_run_wrote(finis
         summary.effective_size(run)
 
 
+def test_exporter_and_the_tables_refuse_a_finished_run_whose_log_was_edited(finished, tmp_path, capsys):
+    import Exporter
+    from experiments import summary
+    log = json.loads(finished.log_json.read_text())
+    log["testAccuracy"][-1] = 0.99
+    finished.log_json.write_text(json.dumps(log))
+    assert Exporter.main([str(finished.config), "--out", str(tmp_path / "x.keras")]) == 2
+    assert f"differ from those run {finished.run_id} logged" in capsys.readouterr().err
+    assert not (tmp_path / "x.keras").exists()
+    (run,) = runlog.read_runs(finished.directory)
+    with pytest.raises(runlog.RunLogError, match=f"differ from those run {finished.run_id} logged"):
+        summary.effective_size(run)
+
+
 def test_plotter_refuses_an_edited_masks_file_before_it_draws_anything(finished, tmp_path, capsys):
     import Plotter
     edit_npz(finished.masks, "dense_3", lambda array: -array)
