@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import runlog
 from experiments.points import describe, experiment_directory, find_run, trainer_command
 from experiments.studies import Study, StudyError
 
@@ -21,12 +22,16 @@ def nearest_existing(path: Path) -> Path:
 
 
 def check_writable(study: Study, outputpath: Path) -> None:
-    """StudyError unless every run's directory is a folder this user can write in, or can make: an output path that
-    is a file or a read-only folder is bad input, one line before any point runs, not a failure per point."""
+    """StudyError unless every run's directory is a folder this user can write in, or can make, reached without a
+    link below `outputpath` (which MaskTrainer refuses): an output path that is a file or a read-only folder is bad
+    input, one line before any point runs, not a failure per point."""
     for directory in dict.fromkeys(experiment_directory(point, outputpath) for point in study.points):
         folder = nearest_existing(directory)
         if not folder.is_dir():
             raise StudyError(f"cannot write to output path {outputpath}: {folder} is not a folder")
+        if runlog.inside(outputpath, directory.relative_to(outputpath)) is None:
+            raise StudyError(f"cannot write to output path {outputpath}: the way to {directory} passes through a "
+                             f"symbolic link")
         if not os.access(folder, os.W_OK | os.X_OK):
             raise StudyError(f"cannot write to output path {outputpath}: {folder} is not writable")
 

@@ -406,6 +406,20 @@ def test_an_output_path_that_is_a_file_is_refused_in_one_line_before_any_point_r
     assert a_file.read_text() == "x" and not list(tmp_path.rglob("Claim_*"))
 
 
+def test_a_linked_folder_below_the_output_path_is_refused_before_any_point_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(subprocess, "Popen", lambda *args, **kwargs: pytest.fail("a point was started"))
+    monkeypatch.setattr(interrupts, "raise_on_stop_signals", lambda: None)  # this test process keeps its handlers
+    study_file = tmp_path / "s.toml"
+    study_file.write_text("[grid]\nseed = [1, 2]\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "FreePruning").symlink_to(tmp_path / "elsewhere")
+    assert main(["run", str(study_file), "--outputpath", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "passes through a symbolic link" in error
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
 @pytest.mark.parametrize("argv", [["tabel"], ["run", "lenet", "--bogus"], ["run", "lenet", "--jobs", "two"]])
 def test_a_bad_flag_is_one_line_on_stderr_and_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as stop:
