@@ -5,6 +5,7 @@ Parses the command line, checks it, and hands the settings to `training.run.Run`
 Example: python MaskTrainer.py --nettype Conv6 --traintype MinPruning --initializer heconstant --p1 0.5
 """
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -149,6 +150,7 @@ def prepare_output(files, record: dict, outputpath: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     files = None
+    hold = contextlib.ExitStack()  # a resumed run's lock (`runlog.held`), let go however main ends
     loading = interrupts.DeferredInterrupt()  # a KeyboardInterrupt in the backend's C++ start-up can abort the process
     try:
         backends.check_supported()
@@ -162,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         bad_input = (ConfigError, datasets.DatasetError, datasets.DataNotFoundError, runlog.RunLogError)
         try:
             settings, record, files = resolve_run(args)
+            if args.resume is not None:
+                hold.enter_context(runlog.held(files))  # before anything is read to be trained on, or written
             if args.resume is not None and already_finished(args, settings, record, files):
                 print(f"run {files.run_id} already finished; nothing to do")
                 return 0
@@ -197,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         hint = f"; continue with --resume {files.config}" if files is not None and files.config.exists() else ""
         print(f"\n{PROG}: {interrupts.describe(stop)}{hint}", file=sys.stderr)
         return interrupts.exit_status(stop)
+    finally:
+        hold.close()
     return 0
 
 

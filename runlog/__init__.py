@@ -6,6 +6,7 @@ run leaves either the previous complete file or the new one, never half a file; 
 the temporary, which `clean_temporaries` removes. Nothing here uses pickle. Every reader refuses a damaged or
 invalid file with a RunLogError, one line naming the file.
 """
+import contextlib
 import csv
 import io
 import json
@@ -417,6 +418,29 @@ def _check_labels(files: RunFiles, config: dict) -> dict:
         if key in config and config[key] not in values:
             raise RunLogError(f"{files.config}: {key} {reprlib.repr(config[key])} is not one of {', '.join(values)}")
     return config
+
+
+@contextlib.contextmanager
+def held(files: RunFiles):
+    """The run held by this process while it resumes it: an exclusive lock (`flock`) on its Weights file, which no
+    write replaces after epoch 0 and which the system releases when the process ends, however it ends. RunLogError
+    when another process holds it. A run without a Weights file is not held: it has not reached epoch 0; nor is one
+    on a system without `flock` (Windows)."""
+    try:
+        import fcntl
+        descriptor = os.open(files.weights, os.O_RDONLY | os.O_NONBLOCK)
+    except (ImportError, FileNotFoundError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLogError(f"{files.config}: run {files.run_id} is being trained by another process, which holds "
+                              f"its {files.weights.name}; wait for it or stop it") from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def read_runs(directory: Path) -> list[RecordedRun]:

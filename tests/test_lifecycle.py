@@ -209,6 +209,21 @@ def test_a_resume_is_never_written_through_a_linked_folder_however_its_path_is_s
     assert {path: path.stat().st_mtime_ns for path in (tmp_path / "victim").rglob("*")} == before
 
 
+def test_a_run_that_another_process_trains_is_not_resumed_beside_it(tmp_path, mnist_directory, capsys):
+    import fcntl
+    assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 0
+    files = only_run(tmp_path / "out")
+    before = {path.name: path.stat().st_mtime_ns for path in files.directory.iterdir()}
+    with open(files.weights, "rb") as other_trainer:  # as a trainer resuming it holds it
+        fcntl.flock(other_trainer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        capsys.readouterr()
+        assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "2"]) == 2
+        assert f"run {files.run_id} is being trained by another process" in one_line_error(capsys)
+        assert {path.name: path.stat().st_mtime_ns for path in files.directory.iterdir()} == before
+    assert MaskTrainer.main(["--resume", str(files.config), "--maxepochs", "2"]) == 0  # let go: it resumes
+    assert MaskTrainer.main(["--resume", str(files.config)]) == 0  # and this process let go of it in turn
+
+
 def test_tensorboard_summaries_are_never_written_through_a_link(tmp_path, mnist_directory, capsys):
     assert train(tmp_path / "out", mnist_directory, "--maxepochs", "1", "--seed", "3") == 0
     files = only_run(tmp_path / "out")
