@@ -126,8 +126,7 @@ def effective_size(run: runlog.RecordedRun) -> compaction.EffectiveSize | None:
     digests, origin = provenance.recorded(run.config, run.files.config), f"the file run {run.files.run_id} wrote"
     provenance.check_arrays(run.files.weights, digests.get("weights"), weights, origin)  # none from a legacy run
     provenance.check_arrays(run.files.masks, digests.get("masks"), masks, origin)
-    provenance.check_log(run.files.log_json, run.log, len(run.log["testAccuracy"]) - 1, digests.get("log"),
-                         run.files.run_id)
+    provenance.check_log(run.files.log_json, run.log, digests.get("log"), run.files.run_id)
     if set(weights) != set(masks):
         raise runlog.RunLogError(f"{run.files.masks}: its layers are not those of {run.files.weights}")
     return compaction.effective_size({name: weights[name] * masks[name] for name in weights},

@@ -79,7 +79,7 @@ def read_run_record(config_path: str | Path, checkpoint: bool = False) -> RunRec
     log = runlog.read_log(files.log_json)
     finished = config["status"] == "finished"
     if finished:  # the logged test accuracy that --verify compares with is the one the run wrote
-        provenance.check_log(files.log_json, log, len(log["testAccuracy"]) - 1, digests.get("log"), files.run_id)
+        provenance.check_log(files.log_json, log, digests.get("log"), files.run_id)
     if checkpoint:
         if not files.checkpoint.exists():
             state = ("finished, so its checkpoint was removed: export it without --checkpoint" if finished

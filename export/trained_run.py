@@ -175,7 +175,7 @@ def read_trained_run(record: RunRecord) -> TrainedRun:
     if record.source == files.checkpoint:
         owner = (files.run_id, record.settings.digest())
         kernels, epoch = _from_checkpoint(files.checkpoint, owner, template, record.trains_weights,
-                                          not provenance.has_digests(config))
+                                          not provenance.records_digest(config, "data"))
         if epoch > record.logged_epochs:
             raise ExportError(f"{files.checkpoint}: written after epoch {epoch}, but {files.log_json.name} "
                               f"records only {record.logged_epochs}")

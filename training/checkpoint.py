@@ -32,7 +32,7 @@ def _variables(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> dic
 def save(path: Path, model: keras.Model, optimizer: keras.optimizers.Optimizer, epoch: int,
          owner: tuple[str, str], log_digest: str | None = None) -> None:
     """Write the checkpoint of epoch `epoch`; `owner` is (run id, settings digest), `log_digest` that of the run's
-    log up to this epoch (`provenance.log_digest`)."""
+    log as written beside it (`provenance.log_digest`)."""
     arrays = {key: keras.ops.convert_to_numpy(v) for key, v in _variables(model, optimizer).items()}
     arrays.update(epoch=np.array(epoch), runId=np.array(owner[0]), settingsDigest=np.array(owner[1]))
     if log_digest is not None:

@@ -58,19 +58,21 @@ def is_digest_table(value) -> bool:
     return isinstance(value, dict) and all(isinstance(digest, str) for digest in value.values())
 
 
-def log_digest(log: dict, epoch: int) -> str:
-    """SHA-256 of a log's epochs 0 to `epoch` (its per-epoch lists, as JSON): a checkpoint carries it for its
-    epoch and a finished run's record for its model's, so a log copied from another run, or edited, is refused."""
-    epochs = {key: log[key][:epoch + 1] for key in runlog.PER_EPOCH_KEYS}
+def log_digest(log: dict) -> str:
+    """SHA-256 of a log's per-epoch lists (as JSON): a checkpoint carries that of the log as it was written beside
+    it, and a finished run's record that of its whole log, so a log copied from another run, or edited, is refused
+    (a log being resumed is first cut back to the checkpoint's or model's epoch)."""
+    epochs = {key: log[key] for key in runlog.PER_EPOCH_KEYS}
     return hashlib.sha256(json.dumps(epochs, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
-def check_log(path, log: dict, epoch: int, expected: str | None, run_id: str) -> None:
-    """RunLogError naming `path` unless the log's epochs 0 to `epoch` have the digest `expected` (None: not
-    recorded, from before logs had one)."""
-    if expected is not None and log_digest(log, epoch) != expected:
-        raise runlog.RunLogError(f"{path}: epochs 0-{epoch} differ from those run {run_id} logged "
-                                 f"(SHA-256 {expected[:12]}..., found {log_digest(log, epoch)[:12]}...)")
+def check_log(path, log: dict, expected: str | None, run_id: str) -> None:
+    """RunLogError naming `path` unless the log has the digest `expected` (None: not recorded, from before logs
+    had one)."""
+    found = log_digest(log)
+    if expected is not None and found != expected:
+        raise runlog.RunLogError(f"{path}: epochs 0-{len(log['testAccuracy']) - 1} differ from those run {run_id} "
+                                 f"logged (SHA-256 {expected[:12]}..., found {found[:12]}...)")
 
 
 def recorded(record: dict, config_path: Path) -> dict:
@@ -90,16 +92,11 @@ def recorded(record: dict, config_path: Path) -> dict:
     return digests
 
 
-def records_a_model(record: dict) -> bool:
-    """Whether the run finished once: its record holds its model's digest (checked where it is read)."""
+def records_digest(record: dict, kind: str) -> bool:
+    """Whether the record's digest table (checked where it is read, `recorded`) holds `kind`: "data" once the run
+    recorded its digests at epoch 0 (runs from before issue 25 did not), "model" once it has finished."""
     digests = record.get(RECORD_KEY)
-    return isinstance(digests, dict) and "model" in digests
-
-
-def has_digests(record: dict) -> bool:
-    """Whether the run recorded digests when it started (runs from before issue 25 did not)."""
-    digests = record.get(RECORD_KEY)
-    return isinstance(digests, dict) and "data" in digests
+    return isinstance(digests, dict) and kind in digests
 
 
 def legacy_warning(run_id: str) -> str:

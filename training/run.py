@@ -218,10 +218,10 @@ class Run:
         from_checkpoint = self.files.checkpoint.exists()
         # a run that finished once recorded its model: an extension stopped before its first checkpoint (status
         # running) continues from that model too, rather than from epoch 0 over the finished run's files
-        finished_once = self.record.get("status") == "finished" or provenance.records_a_model(self.record)
+        finished_once = self.record.get("status") == "finished" or provenance.records_digest(self.record, "model")
         if not (from_checkpoint or finished_once):
             return None
-        drawn, legacy = statistics.kernels(self.model), not provenance.has_digests(self.record)
+        drawn, legacy = statistics.kernels(self.model), not provenance.records_digest(self.record, "data")
         provenance.check_saved_inputs(self.files, self.record, self.data_digests, drawn, self.preprocessing())
         frozen = None if self.settings.training_type.trains_weights else drawn
         if from_checkpoint:
@@ -247,7 +247,7 @@ class Run:
                               f"--maxepochs {self.settings.maxepochs}")
         for key in runlog.PER_EPOCH_KEYS:
             del log[key][epoch + 1:]
-        provenance.check_log(self.files.log_json, log, epoch, logged, self.files.run_id)
+        provenance.check_log(self.files.log_json, log, logged, self.files.run_id)
         log["status"] = "running"
         if legacy:  # after the checks: a refusal stays one line
             print(provenance.legacy_warning(self.files.run_id), file=sys.stderr)
@@ -347,7 +347,7 @@ class Run:
             runlog.write_log(self.files, log)
             checkpoint.save(self.files.checkpoint, self.model, self.optimizer, epoch,
                             owner=(self.files.run_id, self.settings.digest()),
-                            log_digest=provenance.log_digest(log, epoch))
+                            log_digest=provenance.log_digest(log))
             refresh_claim()
             self.print_line(self.summary_line(log, epoch))
             self.callbacks.on_epoch_end(epoch, self.keras_logs(log, epoch))
@@ -362,7 +362,7 @@ class Run:
         checkpoint.save_model(self.files.model, self.model)
         self.record.setdefault(provenance.RECORD_KEY, {}).update(
             masks=provenance.array_digests(masks), model=provenance.file_digest(self.files.model),
-            log=provenance.log_digest(log, len(log["testAccuracy"]) - 1), settings=self.settings.digest())
+            log=provenance.log_digest(log), settings=self.settings.digest())
         self.record["modelEpoch"] = len(log["testAccuracy"]) - 1  # an extension killed mid-log restarts from it
         self.set_status(log, "finished", stop_reason)  # records the digests before the checkpoint goes
         self.files.checkpoint.unlink(missing_ok=True)
