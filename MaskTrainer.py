@@ -11,7 +11,6 @@ import signal
 import sys
 import traceback
 from dataclasses import fields, replace
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no INFO or WARNING lines
 
@@ -134,12 +133,7 @@ def callbacks_for(args: argparse.Namespace, files) -> list:
 def prepare_output(files, record: dict, outputpath: str) -> None:
     """Create the run's directory and write its configuration: the check that the output path is writable."""
     import runlog
-    root = os.path.abspath(outputpath)  # lexically: a link stays a link
-    try:
-        below = Path(os.path.abspath(files.directory)).relative_to(root)  # a resumed run that moved: its own folder
-    except ValueError:
-        below = None
-    if below is not None and runlog.inside(root, below) is None:
+    if runlog.reached_through_link(outputpath, files.directory):  # a resumed run that moved: its folder is its own
         raise ConfigError(f"cannot write to output path {outputpath}: the way to {files.directory} passes through "
                           f"a symbolic link or a file, which the run's files would be written through")
     try:

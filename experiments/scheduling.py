@@ -29,7 +29,7 @@ def check_writable(study: Study, outputpath: Path) -> None:
         folder = nearest_existing(directory)
         if not folder.is_dir():
             raise StudyError(f"cannot write to output path {outputpath}: {folder} is not a folder")
-        if runlog.inside(outputpath, directory.relative_to(outputpath)) is None:
+        if runlog.reached_through_link(outputpath, directory):
             raise StudyError(f"cannot write to output path {outputpath}: the way to {directory} passes through a "
                              f"symbolic link")
         if not os.access(folder, os.W_OK | os.X_OK):

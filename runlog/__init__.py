@@ -150,6 +150,17 @@ def inside(root: str | Path, name: str | Path) -> Path | None:
     return Path(root) / relative
 
 
+def reached_through_link(root: str | Path, path: str | Path) -> bool:
+    """Whether `path`, below `root` (both made absolute, lexically: a link stays a link), is reached from `root`
+    through a symbolic link or a file (`inside`); False for a path that is not below `root`."""
+    root = os.path.abspath(root)
+    try:
+        below = Path(os.path.abspath(path)).relative_to(root)
+    except ValueError:
+        return False
+    return inside(root, below) is None
+
+
 _TEMPORARY_SUFFIX = ".tmp"
 
 
